@@ -1,0 +1,10 @@
+"Shared fixtures: every test that takes `device` runs on the CPU and, when one is present, on CUDA."
+import pytest
+import torch
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return torch.device(request.param)
