@@ -1,19 +1,22 @@
-"""Forward+backward time of `relaxed_step` for every distribution, and of the plain PyTorch
-expression of the same CDF, side by side in one process. Prints a table of medians.
+"""Forward+backward time of `relaxed_step` for every distribution, next to the plain PyTorch
+expression of the same CDF (no checks, no dispatch), in one process; plus the peak memory of
+one diffalg call in a fresh process. Prints a table of medians.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_distributions.py [--size N] [--repeats R] [--quick]
 """
 import argparse
 import math
-import os
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 
-from diffalg.distributions import distribution_names, relaxed_step
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import median_seconds, peak_rss_mb, setting, table  # noqa: E402
 
-PLAIN = {  # the same relaxed step written directly in PyTorch, without diffalg's checks and dispatch
+from diffalg.distributions import distribution_names, relaxed_step  # noqa: E402
+
+PLAIN = {  # the same relaxed step written directly in PyTorch
     "logistic": lambda x, b: torch.sigmoid(b * x),
     "logistic_art": lambda x, b: torch.sigmoid(b * x / (x.abs() + 1e-10) ** 0.25),
     "gaussian": lambda x, b: 0.5 * (1 + torch.erf(b * x / math.sqrt(2))),
@@ -24,14 +27,16 @@ PLAIN = {  # the same relaxed step written directly in PyTorch, without diffalg'
 }
 
 
-def timeit(fn, x, repeats):
-    times = []
-    for _ in range(repeats + 1):
+def fwd_bwd(fn, x):
+    def run():
         x.grad = None
-        t0 = time.perf_counter()
         fn(x).sum().backward()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times[1:])
+    return run
+
+
+def one_call(name, size):
+    x = torch.randn(size, requires_grad=True)
+    relaxed_step(x, 4.0, name).sum().backward()
 
 
 def main():
@@ -43,16 +48,14 @@ def main():
     if args.quick:
         args.size, args.repeats = 100_000, 5
     x = torch.randn(args.size, requires_grad=True)
-    print(f"relaxed_step forward+backward, {args.size:,} float32 elements, median of {args.repeats}; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
-    print(f"{'distribution':14s} {'diffalg ms':>11s} {'plain ms':>9s} {'ratio':>6s}")
+    rows = []
     for name in distribution_names():
-        t = timeit(lambda v: relaxed_step(v, 4.0, name), x, args.repeats)
-        if name in PLAIN:
-            p = timeit(lambda v: PLAIN[name](v, 4.0), x, args.repeats)
-            print(f"{name:14s} {1e3 * t:11.2f} {1e3 * p:9.2f} {t / p:6.2f}")
-        else:
-            print(f"{name:14s} {1e3 * t:11.2f} {'-':>9s} {'-':>6s}")
+        t = median_seconds(fwd_bwd(lambda v: relaxed_step(v, 4.0, name), x), args.repeats)
+        p = median_seconds(fwd_bwd(lambda v: PLAIN[name](v, 4.0), x), args.repeats) if name in PLAIN else None
+        rows.append({"distribution": name, "diffalg ms": 1e3 * t, "plain ms": p and 1e3 * p,
+                     "ratio": p and t / p, "peak MiB": peak_rss_mb(one_call, name, args.size)})
+    print(f"relaxed_step forward+backward on {args.size:,} float32 elements, median of {args.repeats}; {setting()}")
+    print(table(rows, ["distribution", "diffalg ms", "plain ms", "ratio", "peak MiB"]))
 
 
 if __name__ == "__main__":
