@@ -3,7 +3,7 @@
 # %% auto #0
 __all__ = ['digit_pools', 'MultiDigitNumbers', 'digits_numbers', 'read_idx', 'load_mnist', 'mnist_numbers']
 
-# %% ../nbs/00_intro/03_data.ipynb #157e69c6
+# %% ../nbs/00_intro/03_data.ipynb #5078e9f0
 import gzip
 import os
 import struct
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from .checks import check_int, check_choice, check_tensor
 
-# %% ../nbs/00_intro/03_data.ipynb #d0865e2d
+# %% ../nbs/00_intro/03_data.ipynb #0e32c798
 def digit_pools(test_fraction: float = 0.3, seed: int = 0):
     "Split scikit-learn's handwritten digits into disjoint train/test pools: {'train': (images, labels), 'test': ...}."
     if not isinstance(test_fraction, float) or not 0 < test_fraction < 1:
@@ -32,7 +32,7 @@ def digit_pools(test_fraction: float = 0.3, seed: int = 0):
     train_idx, test_idx = torch.cat(train_idx).sort().values, torch.cat(test_idx).sort().values
     return {"train": (images[train_idx], labels[train_idx]), "test": (images[test_idx], labels[test_idx])}
 
-# %% ../nbs/00_intro/03_data.ipynb #3d69c377
+# %% ../nbs/00_intro/03_data.ipynb #b6f87044
 class MultiDigitNumbers(torch.utils.data.Dataset):
     "Numbers of `n_digits` digits whose image is the horizontal concatenation of digit images from a pool."
     def __init__(self, digit_images, digit_labels, n_digits: int = 4, n_numbers: int = 10_000, seed: int = 0):
@@ -99,7 +99,7 @@ class MultiDigitNumbers(torch.utils.data.Dataset):
         index = order[offsets[chosen] + pick]
         return self.images(index), self.values[index].to(self.digit_images.device)
 
-# %% ../nbs/00_intro/03_data.ipynb #06071789
+# %% ../nbs/00_intro/03_data.ipynb #5cdf4736
 def digits_numbers(split: str = "train", n_digits: int = 4, n_numbers: int | None = None,
                    seed: int | None = None, test_fraction: float = 0.3):
     "Multi-digit numbers from scikit-learn's bundled digits (8 x 8 each); train and test use disjoint pools."
@@ -111,7 +111,7 @@ def digits_numbers(split: str = "train", n_digits: int = 4, n_numbers: int | Non
         seed = 0 if split == "train" else 1
     return MultiDigitNumbers(images, labels, n_digits=n_digits, n_numbers=n_numbers, seed=seed)
 
-# %% ../nbs/00_intro/03_data.ipynb #1bbe1749
+# %% ../nbs/00_intro/03_data.ipynb #8ba20303
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
