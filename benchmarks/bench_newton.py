@@ -1,0 +1,123 @@
+"""Runtime overhead of the Newton losses (diffalg.newton) against the plain loss they wrap: median
+forward+backward time of one batch for the plain loss, the empirical-Fisher Newton loss and the
+Hessian Newton loss (exact and conjugate gradients), at a few batch sizes B and output sizes m, for
+two losses of scores (B, m): a pairwise logistic ranking loss (O(m^2) work, shallow graph) and a
+relaxed odd-even sorting network with logistic swaps (m layers, deep graph). With --cnn, the time of
+one forward+backward pass of diffalg.ranking.NumberScorer on the B*m images of a ranking batch is
+printed too, to put the overhead in context. All cases run in one process, the variants of a case
+timed in interleaved rounds (a shared machine's load then hits them alike).
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_newton.py [--repeats R] [--quick] [--cnn]
+"""
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import median_seconds, setting, table  # noqa: E402
+
+from diffalg.newton import fisher_newton_loss, hessian_newton_loss  # noqa: E402
+
+
+def pairwise_logistic(y, values):
+    "sum_{i,j: v_i < v_j} softplus(y_i - y_j) per sample (B,)."
+    want = (values[:, :, None] < values[:, None, :]).to(y.dtype)
+    return (torch.nn.functional.softplus(y[:, :, None] - y[:, None, :]) * want).sum((1, 2))
+
+
+def sorting_network(y, values, steepness=10.0):
+    "Binary cross-entropy of the relaxed odd-even transposition sort's permutation matrix, per sample (B,)."
+    B, n = y.shape
+    rows = torch.arange(B)[:, None]
+    x, P = y, torch.eye(n, dtype=y.dtype).expand(B, n, n)
+    for layer in range(n):
+        i = torch.arange(layer % 2, n - 1, 2)
+        a, b = x[:, i], x[:, i + 1]
+        al = torch.sigmoid(steepness * (b - a))
+        x = x.index_put((rows, i), al * a + (1 - al) * b).index_put((rows, i + 1), (1 - al) * a + al * b)
+        Pa, Pb, w = P[:, i], P[:, i + 1], al[..., None]
+        P = P.index_put((rows, i), w * Pa + (1 - w) * Pb).index_put((rows, i + 1), (1 - w) * Pa + w * Pb)
+    Q = torch.nn.functional.one_hot(values.argsort(1), n).to(y.dtype)
+    return torch.nn.functional.binary_cross_entropy(P, Q, reduction="none").mean((1, 2))
+
+
+def step(variant, loss, y, values):
+    f = lambda v: loss(v, values)
+
+    def run():
+        y_ = y.detach().requires_grad_(True)
+        if variant == "plain":
+            out = f(y_).mean()
+        elif variant == "fisher":
+            out = fisher_newton_loss(y_, f, tikhonov=0.1)
+        elif variant == "hessian exact":
+            out = hessian_newton_loss(y_, f, tikhonov=1.0, method="exact")
+        else:
+            out = hessian_newton_loss(y_, f, tikhonov=1.0, method="cg", cg_max_iter=10)
+        out.backward()
+    return run
+
+
+def interleaved_medians(fns, repeats):
+    "Median seconds of each fn, timed in interleaved rounds so that load from other processes hits all alike."
+    for fn in fns.values():
+        fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def cnn_step(B, m):
+    from diffalg.ranking import NumberScorer
+    torch.manual_seed(0)
+    net = NumberScorer()
+    images = torch.randn(B, m, 1, 8, 32)
+    net(images[:1])  # materialize the lazy layer
+
+    def run():
+        net.zero_grad()
+        net(images).sum().backward()
+    return run
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=None, help="timed rounds per case (default 7, 3 with --quick)")
+    ap.add_argument("--quick", action="store_true", help="fewer sizes, 3 repeats unless --repeats is given")
+    ap.add_argument("--cnn", action="store_true", help="also time NumberScorer on the B*m images")
+    args = ap.parse_args()
+    sizes = {"pairwise logistic": [(64, 4), (64, 16), (256, 16), (64, 64), (16, 256)],
+             "sorting network": [(64, 4), (64, 8), (256, 8), (64, 16), (64, 32)]}
+    if args.quick:
+        sizes = {k: v[:3] for k, v in sizes.items()}
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 7
+    losses = {"pairwise logistic": pairwise_logistic, "sorting network": sorting_network}
+    variants = ["plain", "fisher", "hessian exact", "hessian cg"]
+    torch.manual_seed(0)
+    rows = []
+    for name, cases in sizes.items():
+        for B, m in cases:
+            y, values = torch.randn(B, m), torch.randn(B, m)
+            times = interleaved_medians({v: step(v, losses[name], y, values) for v in variants}, args.repeats)
+            row = {"loss": name, "B": B, "m": m, "plain ms": 1e3 * times["plain"]}
+            row.update({f"{v} / plain": times[v] / times["plain"] for v in variants[1:]})
+            if args.cnn:
+                row["CNN ms"] = 1e3 * median_seconds(cnn_step(B, m), args.repeats)
+            rows.append(row)
+    print(f"forward+backward of one batch, float32, median of {args.repeats}; tikhonov 0.1 (Fisher) / 1.0 (Hessian), "
+          f"CG capped at 10 iterations; {setting()}")
+    cols = ["loss", "B", "m", "plain ms", "fisher / plain", "hessian exact / plain", "hessian cg / plain"]
+    print(table(rows, cols + (["CNN ms"] if args.cnn else [])))
+
+
+if __name__ == "__main__":
+    main()
