@@ -1,0 +1,155 @@
+"""Forward+backward time and peak memory of diffalg.sorting against diffsort / difftopk / torchsort.
+
+Each (case, side) runs in a fresh subprocess (so that max RSS is that side's peak); the two sides of a
+case run one after the other under the same load, and the table reports medians and ratios.
+Set OMP_WAIT_POLICY=PASSIVE on a shared machine. Outputs of both sides are compared (max abs difference).
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_sorting.py --quick
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_sorting.py            # the issue's sizes (slow: diffsort takes minutes)
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+CHILD = r"""
+import json, resource, statistics, sys, time
+import torch
+torch.manual_seed(0)
+case = json.loads(sys.argv[1])
+side, kind, net, n, batch, k, repeats = case["side"], case["kind"], case["net"], case["n"], case["batch"], case.get("k"), case["repeats"]
+base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+x0 = torch.randn(batch, n)
+
+def run_ours():
+    from diffalg.sorting import RelaxedSort, soft_sort
+    x = x0.clone().requires_grad_()
+    if kind == "perm":
+        out = RelaxedSort(x, net, 10.0, "cauchy").permutation
+    elif kind == "values":
+        out = soft_sort(x, net, 10.0, "cauchy")
+    else:
+        out = RelaxedSort(x, net, 10.0, "cauchy").topk(k).flip(-1)
+    out.backward(torch.ones_like(out) / out.numel() + 0 * out)
+    return out.detach(), x.grad
+
+def run_peer():
+    x = x0.clone().requires_grad_()
+    if kind == "perm":
+        import diffsort
+        out = diffsort.DiffSortNet(net, n, steepness=10.0, distribution="cauchy")(x)[1]
+    elif kind == "values" and side == "torchsort":
+        import torchsort
+        out = torchsort.soft_sort(x, regularization_strength=0.1)
+    elif kind == "values":
+        import diffsort
+        out = diffsort.DiffSortNet(net, n, steepness=10.0, distribution="cauchy")(x)[0]
+    else:
+        import difftopk
+        out = difftopk.DiffTopkNet(net, n, k, sparse=False, steepness=10.0, distribution="cauchy")(x)[1]
+    out.backward(torch.ones_like(out) / out.numel() + 0 * out)
+    return out.detach(), x.grad
+
+fn = run_ours if side == "diffalg" else run_peer
+times = []
+for _ in range(repeats):
+    t = time.perf_counter()
+    out, grad = fn()
+    times.append(time.perf_counter() - t)
+res = {"median_s": statistics.median(times), "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+       "base_mb": base_rss / 1024}
+if case.get("compare") and side in ("diffsort", "difftopk"):
+    del times
+    ref, ref_grad = out, grad
+    mine, mine_grad = run_ours()
+    res["max_abs_diff"] = (mine - ref).abs().max().item()
+    res["max_abs_diff_grad"] = (mine_grad - ref_grad).abs().max().item()
+print("RESULT" + json.dumps(res))
+"""
+
+
+def run_case(case, timeout):
+    try:
+        p = subprocess.run([sys.executable, "-c", CHILD, json.dumps(case)], capture_output=True, text=True, timeout=timeout,
+                           env={**os.environ})
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout {timeout}s"}
+    for line in p.stdout.splitlines():
+        if line.startswith("RESULT"):
+            return json.loads(line[6:])
+    return {"error": (p.stderr.strip().splitlines() or ["failed"])[-1][:80]}
+
+
+def have(module):
+    return subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode == 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes (minutes, for a shared machine)")
+    ap.add_argument("--sweep", action="store_true", help="also time bitonic at n = 8..1024, batch 8")
+    ap.add_argument("--timeout", type=int, default=900)
+    ap.add_argument("--plot", metavar="PNG", help="with --sweep: save a log-log plot of time vs n (bitonic, batch 8) to this file")
+    ap.add_argument("--max-peer-gb", type=float, default=6.0, help="skip a peer case whose dense matrices would need more (estimate)")
+    args = ap.parse_args()
+    if args.quick:
+        cases = [("perm", "bitonic", 256, 32, None), ("perm", "odd_even", 128, 32, None), ("perm", "bitonic", 512, 8, None),
+                 ("values", "bitonic", 1000, 128, None), ("values", "bitonic", 128, 128, None), ("topk", "bitonic", 256, 32, 5)]
+    else:
+        cases = [("perm", "bitonic", 1024, 8, None), ("perm", "odd_even", 256, 32, None), ("perm", "bitonic", 256, 32, None),
+                 ("values", "bitonic", 1000, 128, None), ("values", "bitonic", 128, 128, None), ("topk", "bitonic", 1024, 32, 5)]
+    if args.sweep:
+        cases += [("perm", "bitonic", n, 8, None) for n in (8, 16, 32, 64, 128, 512)]
+    peers = {"perm": ["diffsort"], "values": ["diffsort", "torchsort"], "topk": ["difftopk"]}
+    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, torch threads default; float32, steepness 10, cauchy; "
+          f"time = forward + backward, median; peak = max RSS of a fresh process (MB), base = RSS after import")
+    header = f"{'case':34s} {'side':10s} {'time s':>9s} {'peak MB':>9s} {'base MB':>8s} {'speedup':>8s} {'mem ratio':>9s} {'max|diff|':>10s}"
+    print(header)
+    print("-" * len(header))
+    sweep = {}
+    for kind, net, n, batch, k in cases:
+        name = f"{kind} {net} n={n} B={batch}" + (f" k={k}" if k else "")
+        big = n * n * batch > 2 ** 24 and kind != "values"
+        mine = run_case({"side": "diffalg", "kind": kind, "net": net, "n": n, "batch": batch, "k": k, "repeats": 3}, args.timeout)
+        if kind == "perm" and net == "bitonic" and batch == 8:
+            sweep.setdefault("diffalg", {})[n] = mine.get("median_s")
+        print(f"{name:34s} {'diffalg':10s} {mine.get('median_s', float('nan')):9.4f} {mine.get('peak_mb', float('nan')):9.0f} {mine.get('base_mb', float('nan')):8.0f}", mine.get("error", ""), flush=True)
+        for peer in peers[kind]:
+            if not have(peer):
+                print(f"{name:34s} {peer:10s} (not installed)")
+                continue
+            depth = n if net == "odd_even" else (n - 1).bit_length() * ((n - 1).bit_length() + 1) // 2
+            est_gb = 4 * n * n * batch * depth * 3 / 1e9 if peer == "diffsort" else 0.0
+            if est_gb > args.max_peer_gb:
+                print(f"{name:34s} {peer:10s} (skipped: dense matrices need ~{est_gb:.0f} GB > --max-peer-gb {args.max_peer_gb:g})")
+                continue
+            res = run_case({"side": peer, "kind": kind, "net": net, "n": n, "batch": batch, "k": k,
+                            "repeats": 1 if big else 3, "compare": peer != "torchsort"}, args.timeout)
+            if "error" in res:
+                print(f"{name:34s} {peer:10s} {res['error']}")
+                continue
+            if kind == "perm" and net == "bitonic" and batch == 8:
+                sweep.setdefault(peer, {})[n] = res["median_s"]
+            speed = res["median_s"] / mine["median_s"]
+            mem = (res["peak_mb"] - res["base_mb"]) / max(mine["peak_mb"] - mine["base_mb"], 1.0)
+            diff = res.get("max_abs_diff")
+            print(f"{name:34s} {peer:10s} {res['median_s']:9.4f} {res['peak_mb']:9.0f} {res['base_mb']:8.0f} {speed:7.1f}x {mem:8.1f}x "
+                  f"{'' if diff is None else f'{diff:10.1e}'}", flush=True)
+    if args.plot and sweep:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for side, pts in sweep.items():
+            ns = sorted(n for n, v in pts.items() if v)
+            ax.loglog(ns, [pts[n] for n in ns], marker="o", label=side)
+        ax.set(xlabel="n", ylabel="forward + backward (s)", title="relaxed permutation, bitonic, batch 8")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=100)
+        print(f"plot saved to {args.plot}")
+
+
+if __name__ == "__main__":
+    main()

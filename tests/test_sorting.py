@@ -1,0 +1,214 @@
+"Tests of diffalg.sorting_networks and diffalg.sorting: networks, relaxed permutations, values, ranks, top-k, losses."
+import itertools
+import pytest
+import torch
+
+from diffalg.distributions import distribution_names
+from diffalg.sorting_networks import SortingNetwork, odd_even_network, bitonic_network, get_sorting_network
+from diffalg.sorting import (diff_sort, soft_sort, soft_permutation, soft_rank, soft_topk_mask, sort_loss,
+                             permutation_targets, relaxed_swap, DiffSortNet, RelaxedSort)
+
+NETWORKS = ("odd_even", "bitonic")
+DISTRIBUTIONS = distribution_names()
+
+
+@pytest.mark.parametrize("kind", NETWORKS)
+@pytest.mark.parametrize("n", list(range(2, 14)))
+def test_networks_sort_every_binary_input(kind, n):
+    assert get_sorting_network(kind, n).is_sorting_network()
+
+
+def test_bitonic_depth_and_non_power_of_two():
+    assert bitonic_network(1024).depth == 55
+    assert bitonic_network(1000).depth == 55 and bitonic_network(1000).n == 1000
+    assert odd_even_network(7).depth == 7
+
+
+@pytest.mark.parametrize("kind", NETWORKS)
+@pytest.mark.parametrize("n", [2, 3, 5, 8, 13])
+def test_hard_limit_equals_torch_sort(kind, n, device):
+    torch.manual_seed(n)
+    x = torch.randperm(4 * n, device=device)[:n].double().repeat(3, 1) + torch.arange(3, device=device).double()[:, None]
+    r = diff_sort(x, kind, steepness=1e8, distribution="logistic")
+    ref = x.sort(-1)
+    torch.testing.assert_close(r.values, ref.values)
+    torch.testing.assert_close(r.permutation, permutation_targets(x).double())
+    torch.testing.assert_close(r.ranks, (ref.indices.argsort(-1) + 1).double())
+
+
+@pytest.mark.parametrize("distribution", DISTRIBUTIONS)
+@pytest.mark.parametrize("kind", NETWORKS)
+def test_permutation_doubly_stochastic_and_consistent(distribution, kind, device):
+    torch.manual_seed(0)
+    x = torch.randn(4, 7, device=device, dtype=torch.float64)
+    r = diff_sort(x, kind, steepness=3.0, distribution=distribution)
+    P = r.permutation
+    ones = torch.ones(4, 7, device=device, dtype=torch.float64)
+    assert (P >= 0).all()
+    torch.testing.assert_close(P.sum(-1), ones)
+    torch.testing.assert_close(P.sum(-2), ones)
+    torch.testing.assert_close(torch.einsum("bi,bij->bj", x, P), r.values)   # values == x @ P
+    torch.testing.assert_close(r.ranks, P @ torch.arange(1, 8, device=device, dtype=torch.float64))
+    torch.testing.assert_close(r.topk(3), P[..., [6, 5, 4]])                  # top-k columns == full matrix columns
+    torch.testing.assert_close(r.topk_mask(3), P[..., 4:].sum(-1))
+
+
+@pytest.mark.parametrize("kind", NETWORKS)
+def test_matches_dense_layer_products(kind, device):
+    "P equals the product of the layers' dense mixing matrices (the papers' definition)."
+    torch.manual_seed(1)
+    n = 6
+    x = torch.randn(n, device=device, dtype=torch.float64)
+    net = get_sorting_network(kind, n)
+    P, cur = torch.eye(n, device=device, dtype=torch.float64), x.clone()
+    for layer in net:
+        M = torch.eye(n, device=device, dtype=torch.float64)
+        for lo, hi in layer:
+            a = torch.distributions.Cauchy(0.0, 1.0).cdf(4.0 * (cur[hi] - cur[lo]))
+            M[lo, lo] = M[hi, hi] = a
+            M[hi, lo] = M[lo, hi] = 1 - a
+        P, cur = P @ M, cur @ M
+    r = diff_sort(x, kind, steepness=4.0, distribution="cauchy")
+    torch.testing.assert_close(r.permutation, P)
+    torch.testing.assert_close(r.values, cur)
+
+
+def test_leading_dims_dim_and_descending(device):
+    torch.manual_seed(2)
+    x = torch.randn(2, 6, 3, device=device, dtype=torch.float64)
+    r = diff_sort(x, "bitonic", dim=1, steepness=5.0)
+    flat = diff_sort(x.movedim(1, -1).reshape(-1, 6), "bitonic", steepness=5.0)
+    torch.testing.assert_close(r.values, flat.values.reshape(2, 3, 6).movedim(-1, 1))
+    torch.testing.assert_close(r.permutation, flat.permutation.reshape(2, 3, 6, 6))
+    d = diff_sort(x, "bitonic", dim=1, steepness=5.0, descending=True)
+    torch.testing.assert_close(d.values, -diff_sort(-x, "bitonic", dim=1, steepness=5.0).values)
+    neg = diff_sort(-x, "bitonic", dim=1, steepness=5.0)
+    torch.testing.assert_close(d.ranks, neg.ranks)
+    torch.testing.assert_close(d.permutation, neg.permutation)
+    torch.testing.assert_close(d.topk(2), d.permutation[..., [0, 1]])   # descending: the largest come first
+    hard = diff_sort(x, "odd_even", dim=1, steepness=1e8, distribution="logistic", descending=True)
+    torch.testing.assert_close(hard.values, x.sort(1, descending=True).values)
+    top2 = torch.zeros_like(x).scatter(1, x.topk(2, dim=1).indices, 1.0)
+    torch.testing.assert_close(hard.topk_mask(2), top2)
+
+
+def _max_decrease(outputs, xs):
+    "Largest drop of an output (over later grid points) as the varied input increases."
+    return (outputs.cummax(0).values - outputs).max().item()
+
+
+@pytest.mark.parametrize("distribution", ["cauchy", "reciprocal", "optimal"])
+@pytest.mark.parametrize("kind", NETWORKS)
+def test_monotonic_distributions(distribution, kind):
+    "ICLR 2022, Thm. 4: sigmoids with 1/x^2 tails give monotonic networks: every sorted output is non-decreasing in every input."
+    torch.manual_seed(3)
+    base = torch.randn(6, dtype=torch.float64) * 3
+    t = torch.linspace(-20, 20, 4001, dtype=torch.float64)
+    for i in range(6):
+        x = base.repeat(len(t), 1)
+        x[:, i] = t
+        v = soft_sort(x, kind, steepness=1.0, distribution=distribution)
+        assert _max_decrease(v, t) <= 1e-9
+
+
+def test_logistic_is_not_monotonic():
+    "ICLR 2022, Sec. 3: the logistic sigmoid gives a non-monotonic soft min (a counterexample)."
+    t = torch.linspace(-10, 10, 2001, dtype=torch.float64)
+    x = torch.stack([torch.zeros_like(t), t], -1)
+    v = soft_sort(x, steepness=1.0, distribution="logistic")
+    assert _max_decrease(v[:, 0], t) > 0.2       # softmin(0, t) = t (1 - sigmoid(t)) peaks near t = 1.28
+    v = soft_sort(x, steepness=1.0, distribution="cauchy")
+    assert _max_decrease(v[:, 0], t) <= 1e-12
+
+
+@pytest.mark.parametrize("kind", NETWORKS)
+@pytest.mark.parametrize("distribution", ["cauchy", "logistic_art", "reciprocal", "optimal", "gaussian"])
+def test_gradcheck_float64(kind, distribution, device):
+    torch.manual_seed(4)
+    x = torch.randn(2, 5, device=device, dtype=torch.float64, requires_grad=True)
+    def outputs(x):
+        r = diff_sort(x, kind, steepness=2.0, distribution=distribution)
+        return r.values, r.permutation, r.ranks, r.topk(2), r.topk_mask(2)
+    assert torch.autograd.gradcheck(outputs, (x,))
+
+
+def test_gradcheck_many_layers_uses_checkpoints():
+    x = torch.randn(1, 9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: RelaxedSort(x, "odd_even", 3.0, checkpoint_every=2).permutation, (x,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision(dtype, device):
+    x = torch.randn(3, 8, device=device)
+    r = diff_sort(x.to(dtype), "bitonic", steepness=5.0)
+    ref = diff_sort(x.to(dtype).float(), "bitonic", steepness=5.0)
+    assert r.values.dtype == dtype and r.permutation.dtype == dtype
+    torch.testing.assert_close(r.values.float(), ref.values, atol=2e-2, rtol=2e-2)
+    xh = x.to(dtype).requires_grad_()
+    soft_sort(xh).sum().backward()
+    assert xh.grad.dtype == dtype
+
+
+def test_relaxed_swap():
+    a, b = torch.tensor([0.0, 3.0]), torch.tensor([1.0, 1.0])
+    lo, hi, alpha = relaxed_swap(a, b, steepness=2.0, distribution="cauchy")
+    torch.testing.assert_close(lo + hi, a + b)
+    assert (alpha[0] > 0.5) and (alpha[1] < 0.5)
+
+
+def test_sort_loss_prefers_correct_order_and_trains():
+    torch.manual_seed(5)
+    target = torch.randn(16, 5)
+    scores = torch.zeros(16, 5, requires_grad=True)
+    opt = torch.optim.Adam([scores], lr=0.1)
+    first = sort_loss(scores, target).item()
+    for _ in range(100):
+        opt.zero_grad()
+        loss = sort_loss(scores, target)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+    assert torch.equal(scores.argsort(-1), target.argsort(-1))
+
+
+def test_diffsortnet_api(device):
+    x = torch.randn(4, 8, device=device)
+    values, P = DiffSortNet("bitonic", 8, device=device, steepness=12.0, distribution="logistic_phi")(x)
+    assert values.shape == (4, 8) and P.shape == (4, 8, 8) and P.device == x.device
+    torch.testing.assert_close(torch.einsum("bi,bij->bj", x, P), values, atol=1e-5, rtol=1e-5)
+
+
+def test_bad_inputs():
+    x = torch.randn(3, 5)
+    with pytest.raises(ValueError, match="`x` must have at least 1 dimension"):
+        diff_sort(torch.tensor(0.5))
+    with pytest.raises(TypeError, match="`x` must be a torch.Tensor"):
+        diff_sort([1.0, 2.0])
+    with pytest.raises(TypeError, match="`x` must be a floating-point tensor"):
+        diff_sort(torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="`x` must contain only finite values"):
+        diff_sort(torch.tensor([1.0, float("inf")]))
+    with pytest.raises(ValueError, match="`x` must have size >= 2"):
+        diff_sort(torch.randn(3, 1))
+    with pytest.raises(ValueError, match="`steepness` must be finite and > 0"):
+        diff_sort(x, steepness=0.0)
+    with pytest.raises(ValueError, match="`distribution` must be one of"):
+        diff_sort(x, distribution="student_t")
+    with pytest.raises(ValueError, match="`network` must be one of"):
+        diff_sort(x, network="merge")
+    with pytest.raises(ValueError, match="`k` must be <= 5"):
+        diff_sort(x).topk(6)
+    with pytest.raises(ValueError, match="`k` must be >= 1"):
+        soft_topk_mask(x, 0)
+    with pytest.raises(ValueError, match="`dim` must be <= 1"):
+        diff_sort(x, dim=2)
+    with pytest.raises(ValueError, match="has 4 wires"):
+        diff_sort(x, network=odd_even_network(4))
+    with pytest.raises(ValueError, match="`vectors` must have size 8"):
+        DiffSortNet("odd_even", 8)(x)
+    with pytest.raises(ValueError, match="`size` must be >= 2"):
+        DiffSortNet("odd_even", 1)
+    with pytest.raises(ValueError, match="`reduction` must be one of"):
+        sort_loss(x, x, reduction="max")
+    with pytest.raises(ValueError, match="distinct wires"):
+        SortingNetwork(4, [[(0, 1), (1, 2)]])
