@@ -67,6 +67,7 @@ def main():
     browser = chromium()
     problems = []
     pages = toc_pages()
+    total_figures = 0
     with tempfile.TemporaryDirectory() as profile:
         for page in pages:
             path = root / f"{page}.html"
@@ -97,12 +98,23 @@ def main():
             if re.search(r"ansi-red-fg\">[A-Za-z]*Error", dom):
                 problems.append(f"{page}: shows an error output")
             n_fig = sum(1 for s in col.imgs if not s.startswith("data:"))
+            total_figures += n_fig
+            executed = root.parent / "jupyter_execute" / f"{page}.ipynb"
+            if executed.is_file():   # every figure the executed notebook produced must be on the page
+                import json
+                nb = json.loads(executed.read_text(encoding="utf8"))
+                made = sum(1 for c in nb["cells"] for o in c.get("outputs", [])
+                           if any(k.startswith("image/") for k in o.get("data", {})))
+                if made > n_fig:
+                    problems.append(f"{page}: the notebook made {made} figures but the page shows {n_fig}")
             print(f"ok  {page:45s} images={n_fig:2d} math_typeset={typeset}")
             if args.screenshots:
                 out = Path(args.screenshots); out.mkdir(parents=True, exist_ok=True)
                 subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1280,2400",
                                 f"--screenshot={out / (page.replace('/', '_') + '.png')}", path.as_uri()],
                                capture_output=True, timeout=120)
+    if total_figures == 0:
+        problems.append("no page of the book shows a figure (were the notebooks run with a non-inline MPLBACKEND?)")
     if problems:
         print("\n".join(["", "check_html: FAILED", *problems]))
         sys.exit(1)
