@@ -10,7 +10,12 @@ Cameras: fov 30 degrees at distance 4 from the unit-normalized mesh (it fills mo
 soft silhouette as in SoftRas/PyTorch3D: logistic of the squared distance, tau = sigma = 1e-4,
 probabilistic aggregation, faces beyond coverage 1e-4 skipped.
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_rendering.py [--quick]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_rendering.py [--quick] [--compare]
+
+`--compare` also checks "the same image": the teapot silhouettes of the timed configuration against
+benchmarks/pytorch3d_formula.py, a dense float64 NumPy rendering of PyTorch3D's documented soft
+silhouette (K = 10 and 50 nearest faces per pixel, as in the quoted timings, and no K limit), printing the largest and mean pixel
+differences.
 """
 import argparse
 import json
@@ -69,10 +74,33 @@ def run_case(cfg):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def compare_with_pytorch3d_formula(sizes):
+    "Largest and mean |ours - PyTorch3D formula| on the teapot silhouette of the timed configuration."
+    import numpy as np
+    import torch
+    sys.path.insert(0, HERE)
+    from pytorch3d_formula import soft_silhouette
+    from diffalg.rendering import Camera, camera_position, load_mesh, render_silhouette
+    v, f = load_mesh(TEAPOT)
+    cam = Camera(camera_position(4.0, torch.tensor([10.0]), torch.tensor([20.0])))
+    xy, depth = cam.project(v)
+    tri_xy, tri_depth = xy[0][f].double().numpy(), depth[0][f].double().numpy()
+    print("\nsame image? teapot soft silhouette (sigma = tau = 1e-4) vs the PyTorch3D formula, dense float64 NumPy")
+    print(f"{'size':>4s} {'K':>5s} {'max |diff|':>10s} {'mean |diff|':>11s} {'pixels > 1e-3':>13s} {'coverage':>8s}")
+    for res in sizes:
+        ours = render_silhouette(v, f, cam, res, tau=1e-4, squared=True)[0].double().numpy()
+        for K in (10, 50, None):
+            ref = soft_silhouette(tri_xy, tri_depth, res, res, sigma=1e-4, faces_per_pixel=K)
+            d = np.abs(ours - ref)
+            print(f"{res:4d} {str(K or 'all'):>5s} {d.max():10.2e} {d.mean():11.2e} {int((d > 1e-3).sum()):13d} "
+                  f"{ref.mean():8.4f}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="batch 1 only, 64 and 128 pixels, fewer repeats")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--compare", action="store_true", help="compare the teapot images with the PyTorch3D formula")
     args = ap.parse_args()
     repeats = args.repeats or (3 if args.quick else 5)
     sizes = [64, 128] if args.quick else [64, 128, 256]
@@ -112,6 +140,8 @@ def main():
         ts = [run_case(dict(mesh="icosphere", subdivisions=sub, mode="silhouette", batch=1, res=s, repeats=repeats))
               for s in sizes]
         print(f"{20 * 4 ** sub:6d} " + " ".join(f"{t['cpu_s']:8.3f}" for t in ts), flush=True)
+    if args.compare and os.path.exists(TEAPOT):
+        compare_with_pytorch3d_formula(sizes)
 
 
 if __name__ == "__main__":

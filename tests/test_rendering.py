@@ -331,3 +331,25 @@ def test_backface_culling_keeps_the_hard_silhouette_of_closed_meshes(device):
     ccw = torch.tensor([[0, 1, 2]], device=device)
     assert float(render_silhouette(tri, ccw, front, 16, tau=1e-10, cull_backfaces=True).max()) > 0.99
     assert float(render_silhouette(tri, ccw.flip(1), front, 16, tau=1e-10, cull_backfaces=True).max()) < 1e-6
+
+
+# ---------------------------------------------------------------- the same image as PyTorch3D's formula
+
+@pytest.mark.parametrize("sigma", [1e-4, 1e-3])
+def test_same_image_as_pytorch3d_soft_silhouette_formula(sigma, device):
+    "SoftRas/PyTorch3D's soft silhouette (sigmoid of the signed squared distance over sigma, probabilistic\n"
+    "union, faces beyond coverage 1e-4 dropped) is render_silhouette(tau=sigma, squared=True)."
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    from pytorch3d_formula import soft_silhouette
+    v, f = icosphere(2, dtype=torch.float64, device=device)
+    v = v * torch.tensor([1.0, 0.7, 1.2], dtype=torch.float64, device=device)
+    cam = Camera(camera_position(3.5, torch.tensor([25.0], dtype=torch.float64, device=device),
+                                 torch.tensor([40.0], dtype=torch.float64, device=device)))
+    xy, depth = cam.project(v)
+    ref = soft_silhouette(xy[0][f].cpu().numpy(), depth[0][f].cpu().numpy(), 40, 48, sigma=sigma)
+    ours = render_silhouette(v, f, cam, (40, 48), tau=sigma, squared=True)[0].cpu().numpy()
+    assert 0.1 < ref.mean() < 0.9
+    # faces whose coverage is below 1e-4 at a pixel may still be counted by the tiled renderer
+    assert np.abs(ours - ref).max() < 1e-3
+    assert np.abs(ours - ref).mean() < 1e-5
