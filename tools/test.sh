@@ -3,10 +3,7 @@
 # Extra arguments go to both pytest runs (e.g. -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash tools/setup.sh
-. .venv/bin/activate
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
-unset MPLBACKEND   # let the Jupyter kernel use its inline backend, or the figures are lost
+. tools/env.sh
 echo "== pytest tests/"
 python -m pytest tests/ -q -p no:cacheprovider -rs "$@"
 echo "== nbval: executing every notebook in nbs/"
