@@ -9,6 +9,9 @@ pass, i.e. the memory a forward pass holds until backward (it grows with batch, 
 (Max-RSS growth of a fresh process was tried and reads 0 here: the allocations fit into memory that
 importing torch already touched.) "error" is the mean absolute
 difference of the relaxed output from the discrete algorithm's output (sorted values / path map).
+diffalg's shortest path runs with its defaults: the tournament relaxed minimum in the Bellman-Ford rounds
+and the pairwise relaxed argmin for the traceback's predecessors; `--pairwise` adds a row with the pairwise
+minimum in the rounds too (the form of earlier versions).
 """
 import argparse
 import json
@@ -110,7 +113,8 @@ def make_case(name, impl, reference=True):
     cost = torch.rand(32, size, size) * 9 + 1
     hard = shortest_path(cost, hard=True)[1] if reference else None
     if impl == "diffalg":
-        fwd = lambda c: shortest_path(c, steepness=BETA, n_iter=n_iter, n_trace=n_iter)[1]
+        method = "pairwise" if name.endswith("_pairwise") else "tournament"
+        fwd = lambda c: shortest_path(c, steepness=BETA, n_iter=n_iter, n_trace=n_iter, method=method)[1]
     else:
         algo = algovision_shortest_path(BETA, n_iter)
         fwd = lambda c: algo(c)
@@ -148,10 +152,13 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer repeats and only the small cases")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--pairwise", action="store_true", help="also time the shortest path with the pairwise minimum")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     repeats = args.repeats or (3 if args.quick else 7)
     cases = ["bubble_n5", "shortest_path_12x12"] if args.quick else ["bubble_n5", "bubble_n16", "bubble_n32", "shortest_path_12x12"]
+    if args.pairwise:
+        cases.append("shortest_path_12x12_pairwise")
     try:
         import algovision  # noqa: F401
         impls = ["diffalg", "algovision"]

@@ -5,35 +5,110 @@ __all__ = ['NEIGHBOURS', 'bubble_sort', 'argmax', 'levenshtein', 'shortest_path'
 
 # %% ../nbs/01_relaxation/02_algorithms.ipynb #c8313ea6
 import torch
-from .checks import check_tensor, check_int
-from .relax import Relaxation, T_NORMS
+from .checks import check_tensor, check_int, check_choice
+from .relax import Relaxation, T_NORMS, ARGMIN_METHODS
 
 # %% ../nbs/01_relaxation/02_algorithms.ipynb #1ab1f2ca
 def _relaxation(steepness, distribution, hard, tnorm="probabilistic"):
     return Relaxation(steepness=steepness, distribution=distribution, tnorm=tnorm, hard=hard)
 
+def _swap_rows(R, a, b):
+    """Relaxed `if a[-1] > b[-1]: a, b = b, a` for rows (*B, m) whose last entry is the sort key:
+    returns (a', b', p) with p = P(a[-1] > b[-1]). One mix for the whole row (key and payload)."""
+    if R.hard:
+        p = R.gt(a[..., -1], b[..., -1])
+        swap = p.unsqueeze(-1) > 0.5
+        return torch.where(swap, b, a), torch.where(swap, a, b), p
+    d = a - b
+    p = R.distribution._step(d[..., -1], R.steepness)            # = R.gt(a[-1], b[-1]), d computed once
+    delta = p.unsqueeze(-1) * d                                   # p b + (1 - p) a = a - p (a - b)
+    return a - delta, b + delta, p
+
+def _plain_pass_vjp(rows, m, distribution, steepness, g_rows, g_probs):
+    "The pass written with out-of-place ops (autograd records it) and its vector-Jacobian product, with a graph."
+    views, probs = list(rows.unbind(-2)), []
+    for i in range(m):
+        d = views[i] - views[i + 1]
+        p = distribution._step(d[..., -1], steepness)
+        views[i], views[i + 1] = views[i] - p.unsqueeze(-1) * d, views[i + 1] + p.unsqueeze(-1) * d
+        probs.append(p)
+    outs = [(o, g) for o, g in ((torch.stack(views, -2), g_rows), (torch.stack(probs, -1), g_probs)) if g is not None]
+    return torch.autograd.grad([o for o, _ in outs], rows, [g for _, g in outs], create_graph=True)[0]
+
+class _RelaxedPass(torch.autograd.Function):
+    """One relaxed bubble-sort pass over the first m + 1 rows of `rows` (*B, n, C) (key in the last
+    column): returns (new rows, swap probabilities (*B, m)). Same values as m `_swap_rows` in a row,
+    with a hand-written backward: no autograd graph per comparison, which is what makes it fast.
+    With `create_graph=True` the backward runs through the plain pass instead, so second derivatives work."""
+    @staticmethod
+    def forward(ctx, rows, m, distribution, steepness):
+        r = rows.clone()
+        views = r.unbind(-2)                                          # row views: in-place updates land in r
+        diffs, probs = [], []
+        for i in range(m):
+            d = views[i] - views[i + 1]
+            p = distribution._step(d[..., -1], steepness).unsqueeze(-1)
+            views[i].addcmul_(p, d, value=-1)                         # a - p (a - b)
+            views[i + 1].addcmul_(p, d)                               # b + p (a - b)
+            diffs.append(d)
+            probs.append(p)
+        diffs, probs = torch.stack(diffs, -2), torch.cat(probs, -1)
+        ctx.save_for_backward(diffs, probs, rows)                    # rows: kept alive by the loop's merge anyway
+        ctx.distribution, ctx.steepness, ctx.shape, ctx.m = distribution, steepness, rows.shape, m
+        return r, probs
+
+    @staticmethod
+    def backward(ctx, g_rows, g_probs):
+        diffs, probs, rows = ctx.saved_tensors
+        if torch.is_grad_enabled():          # create_graph=True: a differentiable backward through the plain pass
+            return _plain_pass_vjp(rows, ctx.m, ctx.distribution, ctx.steepness, g_rows, g_probs), None, None, None
+        g = g_rows.clone() if g_rows is not None else diffs.new_zeros(ctx.shape)
+        with torch.enable_grad():                                   # dp/d(key difference), elementwise
+            z = diffs[..., -1].detach().requires_grad_()
+            slope, = torch.autograd.grad(ctx.distribution._step(z, ctx.steepness).sum(), z)
+        if g_probs is not None:
+            slope_gp = slope * g_probs                               # the direct part of d loss / d key difference
+        views, d_rows, p_cols, slopes = g.unbind(-2), diffs.unbind(-2), probs.unsqueeze(-1).unbind(-2), slope.unbind(-1)
+        for i in reversed(range(len(d_rows))):
+            gi, gj = views[i], views[i + 1]
+            g_delta = gj - gi                                       # d loss / d (p (a - b))
+            g_d = p_cols[i] * g_delta
+            g_key = (g_delta * d_rows[i]).sum(-1) * slopes[i]       # through p = F(s (a - b)) of the keys
+            g_d[..., -1] += g_key if g_probs is None else g_key + slope_gp[..., i]
+            gi += g_d
+            gj -= g_d
+        return g, None, None, None
+
 def bubble_sort(x, steepness=8.0, distribution="logistic", hard: bool = False, epsilon: float = 1e-6):
     """Relaxed ascending bubble sort of `x` (*B, n): returns (sorted (*B, n), permutation P (*B, n, n)
-    with sorted = P @ x, expected number of swaps (*B)). `hard=True` gives bubble sort exactly."""
+    with sorted = P @ x, expected number of swaps (*B)). `hard=True` gives bubble sort exactly.
+    The relaxed passes have a hand-written backward (second derivatives: through a plain re-run)."""
     check_tensor(x, "x", min_dim=1, finite=True)
     R = _relaxation(steepness, distribution, hard)
     n, batch = x.shape[-1], x.shape[:-1]
-    zeros = x.new_zeros(batch)
     eye = torch.eye(n, dtype=x.dtype, device=x.device).expand(*batch, n, n)
-    state = {"x": list(x.unbind(-1)), "P": list(eye.unbind(-2)), "swaps": zeros, "swapped": torch.ones_like(zeros)}
+    # row i of the state = [P_i | x_i]: the permutation row travels with its value, one swap moves both
+    state = {"rows": torch.cat([eye, x.unsqueeze(-1)], -1), "swaps": x.new_zeros(batch),
+             "swapped": x.new_ones(batch)}
 
     def one_pass(s, t):                       # pass t leaves the t largest values in place at the end
-        s["swapped"] = zeros
-        for i in range(n - 1 - t):
-            def swap(c, i=i):
-                c["x"][i], c["x"][i + 1] = c["x"][i + 1], c["x"][i]
-                c["P"][i], c["P"][i + 1] = c["P"][i + 1], c["P"][i]
-                c["swaps"], c["swapped"] = c["swaps"] + 1, torch.ones_like(zeros)
-            s = R.if_(R.gt(s["x"][i], s["x"][i + 1]), s, swap)
-        return s
+        m = n - 1 - t                         # comparisons of this pass
+        if m == 0:
+            s["swapped"] = torch.zeros_like(s["swapped"])
+            return
+        if hard:
+            rows, p = list(s["rows"].unbind(-2)), []
+            for i in range(m):
+                rows[i], rows[i + 1], p_i = _swap_rows(R, rows[i], rows[i + 1])
+                p.append(p_i)
+            s["rows"], p = torch.stack(rows, -2), torch.stack(p, -1)
+        else:
+            s["rows"], p = _RelaxedPass.apply(s["rows"], m, R.distribution, R.steepness)
+        s["swaps"] = s["swaps"] + p.sum(-1)
+        s["swapped"] = 1 - (1 - p).prod(-1)   # P(at least one swap): relaxed `or` over the pass
 
     out = R.while_(lambda s: s["swapped"], one_pass, state, max_iter=n, epsilon=epsilon)
-    return torch.stack(out["x"], -1), torch.stack(out["P"], -2), out["swaps"]
+    return out["rows"][..., -1], out["rows"][..., :-1], out["swaps"]
 
 # %% ../nbs/01_relaxation/02_algorithms.ipynb #0872b494
 def argmax(x, steepness=8.0, distribution="logistic", hard: bool = False):
@@ -85,49 +160,75 @@ def _neighbour_mask(H, W, device):
         valid[k, max(-dy, 0):H - max(dy, 0), max(-dx, 0):W - max(dx, 0)] = True
     return valid
 
-def _neighbours(d):
-    "(*B, H, W, 8): d at the 8 neighbours of every cell (wrapped around at the border; mask those out)."
-    return torch.stack([torch.roll(d, shifts=(-dy, -dx), dims=(-2, -1)) for dy, dx in NEIGHBOURS], -1)
+_CENTRE = 4                  # "stay" sits between the 4 neighbours above/left and the 4 below/right of a cell
+
+def _neighbour_index(H, W, device):
+    "(9 * H * W,) long: the flat index of the cell at offset k (NEIGHBOURS with the centre at 4) of every cell, H * W outside the map."
+    y, x = torch.meshgrid(torch.arange(H, device=device), torch.arange(W, device=device), indexing="ij")
+    offsets = list(NEIGHBOURS[:_CENTRE]) + [(0, 0)] + list(NEIGHBOURS[_CENTRE:])
+    index = []
+    for dy, dx in offsets:
+        v, u = y + dy, x + dx
+        inside = (v >= 0) & (v < H) & (u >= 0) & (u < W)
+        index.append(torch.where(inside, v * W + u, H * W).flatten())
+    return torch.cat(index)
+
+def _neighbours(d, index):
+    "d (N, H*W) at the 8 neighbours of every cell: (N, 8, H*W), 0 outside the map (mask those out); one gather."
+    n_cells = d.shape[-1]
+    index = torch.cat([index[:_CENTRE * n_cells], index[(_CENTRE + 1) * n_cells:]])
+    return torch.nn.functional.pad(d, (0, 1)).index_select(-1, index).view(d.shape[0], 8, n_cells)
+
+def _spread(flow, index):
+    "Adjoint of the gather: flow (N, 9, H*W) of cell v towards offset k is added up at v + offset k; one scatter-add."
+    N, _, n_cells = flow.shape
+    return flow.new_zeros(N, n_cells + 1).index_add(-1, index, flow.reshape(N, -1))[:, :n_cells]
 
 def shortest_path(costs, steepness=8.0, distribution="logistic", hard: bool = False,
-                  tnorm: str = "probabilistic", n_iter=None, n_trace=None):
+                  tnorm: str = "probabilistic", n_iter=None, n_trace=None, method: str = "tournament",
+                  trace_method: str = "pairwise"):
     """Relaxed Bellman-Ford from the top-left to the bottom-right cell of cost maps (*B, H, W) > 0,
     8-neighbourhood: returns (distances (*B, H, W), relaxed path map (*B, H, W) via a t-conorm traceback).
     `n_iter` rounds (default: until nothing changes when hard, 2 (H + W) otherwise); `n_trace`
-    traceback steps (default: H * W when hard, stopping once all mass is at the source; 2 (H + W) otherwise)."""
+    traceback steps (default: H * W when hard, stopping once all mass is at the source; 2 (H + W) otherwise).
+    `method` / `trace_method`: how the minimum over the 8 neighbours is relaxed in the rounds / in the
+    traceback's predecessors ('tournament' or 'pairwise', see `Relaxation.argmin`)."""
     check_tensor(costs, "costs", min_dim=2, finite=True)
     if not bool((costs > 0).all()):
         raise ValueError("`costs` must be > 0 everywhere")
     R = _relaxation(steepness, distribution, hard, tnorm)
+    check_choice(method, "method", ARGMIN_METHODS)
+    check_choice(trace_method, "trace_method", ARGMIN_METHODS)
     H, W = costs.shape[-2:]
     if H * W < 2:
         raise ValueError(f"`costs` must have at least two cells, got shape {tuple(costs.shape)}")
     default = H * W if hard else 2 * (H + W)
     n_iter = default if n_iter is None else check_int(n_iter, "n_iter", minimum=1)
     n_trace = default if n_trace is None else check_int(n_trace, "n_trace", minimum=1)
-    valid = _neighbour_mask(H, W, costs.device).permute(1, 2, 0)          # (H, W, 8)
-    source = torch.zeros(H, W, dtype=torch.bool, device=costs.device)
-    source[0, 0] = True
-    bound = costs.sum((-2, -1), keepdim=True) + 1                    # larger than any path
-    d = torch.where(source, costs, bound.expand(costs.shape))
+    c = costs.reshape(-1, H * W)                                      # cells flattened: (N, H*W)
+    valid = _neighbour_mask(H, W, costs.device).view(8, H * W)
+    index = _neighbour_index(H, W, costs.device)
+    source = torch.zeros(H * W, dtype=torch.bool, device=costs.device)
+    source[0] = True
+    bound = c.sum(-1, keepdim=True) + 1                                # larger than any path
+    d = torch.where(source, c, bound.expand(c.shape))
     for _ in range(n_iter):
-        new = torch.where(source, costs, R.min(_neighbours(d), mask=valid) + costs)
+        new = torch.where(source, c, R.min(_neighbours(d, index), dim=1, mask=valid, method=method) + c)
         if hard and torch.equal(new, d):
             break
         d = new
-    # relaxed predecessor of every cell: the relaxed argmin over its neighbours' distances
-    pred = R.argmin(_neighbours(d), mask=valid)                      # (*B, H, W, 8)
-    pred = torch.where(source.unsqueeze(-1), torch.zeros_like(pred), pred)
-    mass = torch.zeros_like(costs)
-    mass[..., -1, -1] = 1.0
+    # relaxed predecessor of every cell: the relaxed argmin over its neighbours' distances, (N, 8, H*W);
+    # with the centre ("stay", taken only at the source: it keeps its mass) 9 directions, in the order of `index`
+    pred = R.argmin(_neighbours(d, index), dim=1, mask=valid, method=trace_method)
+    pred = torch.where(source, 0.0, pred)
+    stay = source.to(c.dtype).expand(pred.shape[0], 1, H * W)
+    pred = torch.cat([pred[:, :_CENTRE], stay, pred[:, _CENTRE:]], 1)
+    mass = torch.zeros_like(c)
+    mass[:, -1] = 1.0
     path = mass
     for _ in range(n_trace):
-        flow = (mass.unsqueeze(-1) * pred).unbind(-1)                 # pred is 0 towards outside the map
-        new = torch.where(source, mass, torch.zeros_like(mass))       # the source keeps its mass
-        for k, (dy, dx) in enumerate(NEIGHBOURS):                     # mass at v flows to v + (dy, dx)
-            new = new + torch.roll(flow[k], shifts=(dy, dx), dims=(-2, -1))
-        mass = new
+        mass = _spread(mass.unsqueeze(1) * pred, index)              # mass at v flows to v + (dy, dx)
         path = R.or_(path, mass)
-        if hard and bool((mass[..., 0, 0] == 1).all()):
+        if hard and bool((mass[:, 0] == 1).all()):
             break
-    return d, path
+    return d.view(costs.shape), path.view(costs.shape)

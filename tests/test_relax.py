@@ -170,8 +170,49 @@ def test_selection_and_arrays(device):
     assert torch.equal(new[torch.arange(5), x.argmin(-1)], torch.zeros(5, 3, device=device))
     with pytest.raises(ValueError, match="array"):
         H.read(arr[:, :3], w)
+    with pytest.raises(ValueError, match="array"):                  # the same shape check in write
+        H.write(arr[:, :3], w, torch.zeros(5, 3, device=device))
     with pytest.raises(TypeError, match="mask"):
         H.argmin(x, mask=torch.ones(7))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 11])
+def test_tournament_min_hard_exact_and_relaxed(n, device):
+    "The tournament: hard = first minimum (ties included, masks too); relaxed weights sum to 1, min = weighted mean."
+    torch.manual_seed(n)
+    x = torch.randint(0, 4, (40, n), device=device).double()
+    mask = torch.rand(n, device=device) < 0.6
+    mask[-1] = True
+    H = Relaxation(hard=True)
+    for m in (None, mask):
+        ref = x if m is None else torch.where(m, x, torch.full_like(x, float("inf")))
+        w = H.argmin(x, mask=m, method="tournament")
+        assert torch.equal(w.argmax(-1), ref.argmin(-1)) and torch.equal(H.min(x, mask=m, method="tournament"), ref.min(-1).values)
+        for name in distribution_names():
+            R = Relaxation(1.5, name)
+            w = R.argmin(x, mask=m, method="tournament")
+            xs = x if m is None else torch.where(m, x, torch.zeros_like(x))
+            torch.testing.assert_close(w.sum(-1), torch.ones(40, dtype=x.dtype, device=device))
+            torch.testing.assert_close(R.min(x, mask=m, method="tournament"), (w * xs).sum(-1))
+            assert m is None or bool((w[:, ~m] == 0).all())
+            xb = x + 0.01 * torch.arange(n, device=device)                       # no ties: converges to the min
+            big = Relaxation(1e6, name).min(xb, mask=m, method="tournament")
+            assert torch.allclose(big, (xb if m is None else torch.where(m, xb, float("inf"))).min(-1).values, atol=1e-3)
+    # the axis can be anything; a mask along a middle axis keeps working
+    x3 = torch.randn(3, n, 4, dtype=torch.float64, device=device)
+    m3 = mask.unsqueeze(-1)
+    torch.testing.assert_close(Relaxation(2.0).min(x3, dim=1, mask=m3, method="tournament"),
+                               Relaxation(2.0).min(x3.transpose(1, 2), mask=m3.transpose(0, 1), method="tournament"))
+
+
+@pytest.mark.parametrize("name", SMOOTH)
+def test_tournament_gradcheck(name, device):
+    torch.manual_seed(8)
+    x = torch.randn(3, 6, dtype=torch.float64, device=device, requires_grad=True)
+    mask = torch.tensor([True, True, False, True, True, True], device=device)
+    R = Relaxation(2.0, name)
+    assert torch.autograd.gradcheck(lambda v: R.min(v, mask=mask, method="tournament"), (x,))
+    assert torch.autograd.gradcheck(lambda v: R.argmax(v, method="tournament"), (x,))
 
 
 @pytest.mark.parametrize("kwargs, match, exc", [
@@ -218,6 +259,10 @@ def test_shortest_path_hard_exact(device):
     torch.manual_seed(4)
     c = (torch.rand(6, 7, 8, dtype=torch.float64) ** 3 * 9 + 0.5).to(device)
     d, path = shortest_path(c, hard=True)
+    for m in ("pairwise", "tournament"):
+        for t in ("pairwise", "tournament"):
+            dm, pm = shortest_path(c, hard=True, method=m, trace_method=t)
+            assert torch.equal(dm, d) and torch.equal(pm, path)
     for ci, di, pi in zip(c.cpu(), d.cpu(), path.cpu()):
         rd, rp = dijkstra_reference(ci.tolist())
         assert di.tolist() == rd
@@ -256,6 +301,32 @@ def test_gradcheck(name, device):
     assert torch.autograd.gradcheck(lambda u, v: levenshtein(u.softmax(-1), v.softmax(-1), **kw), (a, b))
     c = (torch.rand(1, 3, 3, dtype=torch.float64, device=device) + 0.5).requires_grad_()
     assert torch.autograd.gradcheck(lambda v: shortest_path(v, n_iter=5, n_trace=5, **kw), (c,))
+    assert torch.autograd.gradcheck(lambda v: shortest_path(v, n_iter=5, n_trace=5, method="pairwise",
+                                                            trace_method="tournament", **kw), (c,))
+
+
+def test_bubble_sort_hand_written_backward(device):
+    "The relaxed pass has a hand-written backward: check it per output, with two batch dimensions, and in no_grad."
+    torch.manual_seed(9)
+    x = torch.randn(2, 3, 5, dtype=torch.float64, device=device, requires_grad=True)
+    for k in range(3):
+        assert torch.autograd.gradcheck(lambda v: bubble_sort(v, steepness=1.5, distribution="logistic_art")[k], (x,))
+    with torch.no_grad():
+        s, P, swaps = bubble_sort(x, steepness=1.5)
+    torch.testing.assert_close(s, bubble_sort(x.detach(), steepness=1.5)[0])
+
+
+@pytest.mark.parametrize("name", ["logistic", "cauchy", "logistic_art"])
+def test_bubble_sort_second_derivatives(name, device):
+    "With create_graph=True the hand-written backward is itself differentiable (Newton losses need Hessians)."
+    torch.manual_seed(10)
+    x = torch.randn(2, 4, dtype=torch.float64, device=device, requires_grad=True)
+    for k in range(3):
+        assert torch.autograd.gradgradcheck(lambda v: bubble_sort(v, steepness=1.5, distribution=name)[k], (x,))
+    # and the first-order path is unchanged by it
+    g1, = torch.autograd.grad(bubble_sort(x, steepness=1.5, distribution=name)[2].sum(), x)
+    g2, = torch.autograd.grad(bubble_sort(x, steepness=1.5, distribution=name)[2].sum(), x, create_graph=True)
+    torch.testing.assert_close(g1, g2.detach())
 
 
 def test_gradients_finite(device):
@@ -292,6 +363,10 @@ def test_batch_equals_items(device):
                     torch.randn(3, 4, 3, **dt), torch.randn(3, 5, 3, **dt))
     _batch_vs_items(lambda v: shortest_path(v, steepness=3.0, distribution="gaussian", n_iter=8, n_trace=8),
                     torch.rand(3, 4, 5, **dt) + 0.5)
+    _batch_vs_items(lambda v: shortest_path(v, steepness=3.0, n_iter=8, n_trace=8, method="pairwise", trace_method="tournament"),
+                    torch.rand(3, 4, 5, **dt) + 0.5)
+    _batch_vs_items(lambda v: Relaxation(3.0, "laplace").argmin(v, mask=torch.tensor([True, False, True, True, True]),
+                                                               method="tournament"), torch.randn(4, 5, **dt))
 
 
 # ---------------------------------------------------------------- bad input
@@ -313,3 +388,7 @@ def test_bad_inputs():
         shortest_path(torch.ones(3, 3), n_iter=0)
     with pytest.raises(TypeError, match="`costs`"):
         shortest_path(torch.ones(3, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="trace_method"):
+        shortest_path(torch.ones(3, 3), trace_method="heap")
+    with pytest.raises(ValueError, match="method"):
+        Relaxation().argmin(x, method="knockout")
