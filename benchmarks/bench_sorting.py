@@ -6,6 +6,8 @@ Set OMP_WAIT_POLICY=PASSIVE on a shared machine. Outputs of both sides are compa
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_sorting.py --quick
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_sorting.py            # the issue's sizes (slow: diffsort takes minutes)
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_sorting.py --only "perm odd_even n=256" --max-peer-gb 9   # one case
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_sorting.py --values-inproc --threads 1   # values paths interleaved in one process
 """
 import argparse
 import json
@@ -69,6 +71,57 @@ print("RESULT" + json.dumps(res))
 """
 
 
+INPROC = r"""
+import json, statistics, sys, time
+import torch
+args = json.loads(sys.argv[1])
+if args["threads"]:
+    torch.set_num_threads(args["threads"])
+from diffalg.sorting import soft_sort, _network_values, get_sorting_network
+from diffalg.distributions import get_distribution
+try:
+    import torchsort
+except ImportError:
+    torchsort = None
+torch.manual_seed(0)
+print(f"torch threads {torch.get_num_threads()}; float32, steepness 10, cauchy; forward + backward; min over {args['rounds']} rounds of the median of {args['repeats']}")
+print(f"{'case':28s} {'side':26s} {'time ms':>9s} {'vs torchsort':>12s} {'max|diff| vs layer path':>24s}")
+for net, n, batch in args["cases"]:
+    x = torch.randn(batch, n, requires_grad=True)
+    g = torch.randn(batch, n)
+    network, dist = get_sorting_network(net, n), get_distribution("cauchy")
+    sides = {"diffalg soft_sort": lambda: soft_sort(x, net, 10.0, "cauchy"),
+             "diffalg layer path (old)": lambda: _network_values(x, network, 10.0, dist, stack=False)[0]}
+    if torchsort is not None:
+        sides["torchsort.soft_sort"] = lambda: torchsort.soft_sort(x, regularization_strength=0.1)
+    def once(f):
+        t = time.perf_counter()
+        f().backward(g)
+        return time.perf_counter() - t
+    best = {k: float("inf") for k in sides}
+    for f in sides.values():
+        once(f)
+    for _ in range(args["rounds"]):                      # interleaved, so that every side sees the same load
+        for k, f in sides.items():
+            best[k] = min(best[k], statistics.median(once(f) for _ in range(args["repeats"])))
+    with torch.no_grad():
+        diff = (sides["diffalg soft_sort"]() - sides["diffalg layer path (old)"]()).abs().max().item()
+    for k, v in best.items():
+        ratio = f"{v / best['torchsort.soft_sort']:11.2f}x" if torchsort is not None else ""
+        d = f"{diff:24.1e}" if k == "diffalg soft_sort" else ""
+        print(f"{net + ' n=' + str(n) + ' B=' + str(batch):28s} {k:26s} {1e3 * v:9.2f} {ratio:>12s} {d}", flush=True)
+"""
+
+
+def values_inproc(args):
+    "The values-only paths (new in-place, old layer by layer, torchsort) interleaved in one process."
+    cases = [["bitonic", 1000, 128], ["bitonic", 128, 128], ["odd_even", 128, 128]]
+    if not args.quick:
+        cases += [["bitonic", 4096, 32], ["odd_even", 1000, 16]]
+    spec = {"threads": args.threads, "cases": cases, "rounds": 3, "repeats": 5}
+    subprocess.run([sys.executable, "-c", INPROC, json.dumps(spec)], env={**os.environ})
+
+
 def run_case(case, timeout):
     try:
         p = subprocess.run([sys.executable, "-c", CHILD, json.dumps(case)], capture_output=True, text=True, timeout=timeout,
@@ -92,7 +145,12 @@ def main():
     ap.add_argument("--timeout", type=int, default=900)
     ap.add_argument("--plot", metavar="PNG", help="with --sweep: save a log-log plot of time vs n (bitonic, batch 8) to this file")
     ap.add_argument("--max-peer-gb", type=float, default=6.0, help="skip a peer case whose dense matrices would need more (estimate)")
+    ap.add_argument("--only", metavar="TEXT", action="append", help="run only the cases whose name contains TEXT (repeatable), e.g. 'perm odd_even n=256'")
+    ap.add_argument("--values-inproc", action="store_true", help="only the values-only paths, side by side in one process")
+    ap.add_argument("--threads", type=int, default=0, help="with --values-inproc: torch threads (0 = default)")
     args = ap.parse_args()
+    if args.values_inproc:
+        return values_inproc(args)
     if args.quick:
         cases = [("perm", "bitonic", 256, 32, None), ("perm", "odd_even", 128, 32, None), ("perm", "bitonic", 512, 8, None),
                  ("values", "bitonic", 1000, 128, None), ("values", "bitonic", 128, 128, None), ("topk", "bitonic", 256, 32, 5)]
@@ -100,7 +158,7 @@ def main():
         cases = [("perm", "bitonic", 1024, 8, None), ("perm", "odd_even", 256, 32, None), ("perm", "bitonic", 256, 32, None),
                  ("values", "bitonic", 1000, 128, None), ("values", "bitonic", 128, 128, None), ("topk", "bitonic", 1024, 32, 5)]
     if args.sweep:
-        cases += [("perm", "bitonic", n, 8, None) for n in (8, 16, 32, 64, 128, 512)]
+        cases += [("perm", "bitonic", n, 8, None) for n in (8, 16, 32, 64, 128, 256, 512)]
     peers = {"perm": ["diffsort"], "values": ["diffsort", "torchsort"], "topk": ["difftopk"]}
     print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, torch threads default; float32, steepness 10, cauchy; "
           f"time = forward + backward, median; peak = max RSS of a fresh process (MB), base = RSS after import")
@@ -110,6 +168,8 @@ def main():
     sweep = {}
     for kind, net, n, batch, k in cases:
         name = f"{kind} {net} n={n} B={batch}" + (f" k={k}" if k else "")
+        if args.only and not any(text in name for text in args.only):
+            continue
         big = n * n * batch > 2 ** 24 and kind != "values"
         mine = run_case({"side": "diffalg", "kind": kind, "net": net, "n": n, "batch": batch, "k": k, "repeats": 3}, args.timeout)
         if kind == "perm" and net == "bitonic" and batch == 8:

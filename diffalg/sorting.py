@@ -4,15 +4,16 @@
 __all__ = ['relaxed_swap', 'bitonic_permutation', 'RelaxedSort', 'diff_sort', 'soft_sort', 'soft_permutation', 'soft_rank',
            'soft_topk_mask', 'permutation_targets', 'sort_loss', 'DiffSortNet']
 
-# %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #15c1f01f
+# %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #1a88a53e
 import math
+import numbers
 import torch
 from .checks import check_tensor, check_positive, check_int, check_choice
-from .distributions import get_distribution
+from .distributions import get_distribution, Distribution
 from .sorting_networks import (SortingNetwork, odd_even_network, bitonic_network,
                                       get_sorting_network, draw_network, NETWORK_TYPES)
 
-# %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #8e52415d
+# %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #cc9dcc81
 def relaxed_swap(a, b, steepness=10.0, distribution="cauchy", art_lambda=0.25):
     "Relaxed conditional swap of `a` and `b`: returns (soft min, soft max, alpha) with alpha = F(steepness (b - a))."
     check_tensor(a, "a"); check_tensor(b, "b")
@@ -20,15 +21,40 @@ def relaxed_swap(a, b, steepness=10.0, distribution="cauchy", art_lambda=0.25):
     alpha = get_distribution(distribution, art_lambda)._step(b - a, steepness)
     return alpha * a + (1 - alpha) * b, (1 - alpha) * a + alpha * b, alpha
 
-# %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #6e91221c
+# %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #9f63bbf0
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+def _value_specs(network):
+    "Per layer: (offset, pairs) when the layer's comparators are (offset + 2j, offset + 2j + 1), j < pairs, minimum to the upper wire (odd-even), else None. Cached."
+    if getattr(network, "_value_specs", None) is None:
+        specs = []
+        for layer in network.layers:
+            lo = sorted(a for a, b in layer)
+            ok = bool(layer) and all(b == a + 1 for a, b in layer) and lo == list(range(lo[0], lo[0] + 2 * len(lo), 2))
+            specs.append((lo[0], len(lo)) if ok else None)
+        network._value_specs = specs
+    return network._value_specs
+
+def _pair_layer_values(x, o, p, steepness, dist):
+    "A layer of adjacent pairs by slicing (no gather): the same values and weights as the general path."
+    top, bot = x[:, o:o + 2 * p:2], x[:, o + 1:o + 2 * p:2]
+    a = dist._step(bot - top, steepness)
+    B, n = x.shape
+    mixed = torch.stack([torch.lerp(bot, top, a), torch.lerp(top, bot, a)], 2).reshape(B, 2 * p)
+    ones_l, ones_r = x.new_ones(B, o), x.new_ones(B, n - o - 2 * p)
+    return (torch.cat([x[:, :o], mixed, x[:, o + 2 * p:]], 1),
+            torch.cat([ones_l, torch.stack([a, a], 2).reshape(B, 2 * p), ones_r], 1))
 
 def _network_values(x, network, steepness, dist, stack=True):
     "Relaxed network on x (B, n): sorted values (B, n) and per-wire mixing weights w (B, depth, n) (a list of (B, n) if not `stack`)."
     partner, is_lo = (t.to(x.device) for t in network.tables())
     idle = partner == torch.arange(network.n, device=x.device)
-    ws = []
+    ws, vspecs = [], _value_specs(network)
     for t in range(network.depth):
+        if vspecs[t]:
+            x, w = _pair_layer_values(x, *vspecs[t], steepness, dist)
+            ws.append(w)
+            continue
         other = x[:, partner[t]]
         w = dist._step(torch.where(is_lo[t], other - x, x - other), steepness)   # alpha of the wire's comparator
         w = w.masked_fill(idle[t], 1.0)
@@ -36,7 +62,7 @@ def _network_values(x, network, steepness, dist, stack=True):
         ws.append(w)
     return x, (torch.stack(ws, 1) if stack else ws)
 
-# %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #a5636d71
+# %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #8a293e4e
 def _mix_rows(z, partner, w):
     "One layer applied to the rows of z (B, n, m): z'[i] = w[i] z[i] + (1 - w[i]) z[partner[i]]."
     return torch.lerp(z[:, partner], z, w.unsqueeze(-1))
@@ -65,6 +91,25 @@ def _apply_layer(z, t, partner, w, specs):
     "Layer t on the rows of z: in place for adjacent pairs, by gather otherwise (returns the result)."
     return _strided_mix_(z, specs[t], w[:, t]) if specs[t] else _mix_rows(z, partner[t], w[:, t])
 
+def _chain_plain(w, start, partner, order):
+    "The layers `order` applied to the rows of `start` with out-of-place ops only, so that autograd records them (used for double backward)."
+    z = start.expand(w.shape[0], *start.shape[1:])
+    for t in order:
+        z = _mix_rows(z, partner[t], w[:, t])
+    return z
+
+def _plain_vjp(ctx, inputs, g, fn):
+    "Vector-Jacobian product of `fn(*inputs)` with `g` through a recorded graph (create_graph=True), for the inputs that need a gradient."
+    need = [i for i, x in enumerate(inputs) if ctx.needs_input_grad[i]]
+    out = [None] * len(inputs)
+    if need:
+        with torch.enable_grad():
+            y = fn(*inputs)
+        grads = torch.autograd.grad(y, [inputs[i] for i in need], g, create_graph=True, allow_unused=True)
+        for i, gi in zip(need, grads):
+            out[i] = gi
+    return out
+
 class _LayerChain(torch.autograd.Function):
     "Apply the layers `order` (symmetric mixing matrices with weights w (B, T, n)) to the rows of `start` (1 or B, n, m); saves only checkpoints."
     @staticmethod
@@ -75,13 +120,16 @@ class _LayerChain(torch.autograd.Function):
             if s % every == 0:
                 checkpoints.append(z.clone())
             z = _apply_layer(z, t, partner, w, specs)
-        ctx.save_for_backward(w, partner, *checkpoints)
+        ctx.save_for_backward(w, start, partner, *checkpoints)
         ctx.order, ctx.every, ctx.specs, ctx.start_batch = order, every, specs, start.shape[0]
         return z
 
     @staticmethod
     def backward(ctx, g):
-        w, partner, *checkpoints = ctx.saved_tensors
+        w, start, partner, *checkpoints = ctx.saved_tensors
+        if torch.is_grad_enabled():                      # create_graph=True: a backward that is itself differentiable
+            gw, gs = _plain_vjp(ctx, (w, start), g, lambda w_, s_: _chain_plain(w_, s_, partner, ctx.order))
+            return gw, gs, None, None, None, None
         specs = ctx.specs
         gw = torch.zeros_like(w)
         g = g.clone()
@@ -103,14 +151,116 @@ class _LayerChain(torch.autograd.Function):
             g = g.sum(0, keepdim=True)
         return gw, g, None, None, None, None
 
-def _apply_network_matrix(w, start, network, checkpoint_every=None):
+def _band_product(wg, offsets, n):
+    "Band storage D (B, n, 2s+1) of A = M_s ... M_1 for s adjacent-pair layers (weights wg (B, s, n), pair offsets): D[:, i, s + e] = A[i, i + e]."
+    B = wg.shape[0]
+    D = torch.ones(B, n, 1, dtype=wg.dtype, device=wg.device)
+    pad = torch.nn.functional.pad
+    for t, o in enumerate(offsets):
+        p = (n - o) // 2
+        a = wg[:, t, o:o + 2 * p:2].unsqueeze(-1)
+        pairs = D[:, o:o + 2 * p].reshape(B, p, 2, -1)
+        top, bot = pairs[:, :, 0], pairs[:, :, 1]
+        new_top = torch.lerp(pad(bot, (2, 0)), pad(top, (1, 1)), a)   # a row_i + (1 - a) row_(i+1), in row i's band
+        new_bot = torch.lerp(pad(top, (0, 2)), pad(bot, (1, 1)), a)
+        parts = [pad(D[:, :o], (1, 1))] if o else []
+        parts.append(torch.stack([new_top, new_bot], 2).reshape(B, 2 * p, -1))
+        if o + 2 * p < n:
+            parts.append(pad(D[:, o + 2 * p:], (1, 1)))
+        D = torch.cat(parts, 1)
+    return D
+
+def _band_views(D, o, p, c0, c1):
+    "Aligned views of band storage D (B, n, 2K+1) for the pairs (o + 2j, o + 2j + 1): diagonals c0 + 1..c1 of the upper rows, c0..c1 - 1 of the lower rows (row i + 1's band is row i's shifted by one)."
+    return D[:, o:o + 2 * p:2, c0 + 1:c1 + 1], D[:, o + 1:o + 2 * p:2, c0:c1]
+
+def _band_layer_(D, o, p, a, c0=0, c1=None):
+    "In place: the rows of the pairs mixed with weights a (B, p), on the diagonals that can be non-zero (c0..c1)."
+    top, bot = _band_views(D, o, p, c0, D.shape[-1] - 1 if c1 is None else c1)
+    d = (top - bot).mul_(1 - a.unsqueeze(-1))
+    top.sub_(d)
+    bot.add_(d)
+    return D
+
+class _BandProduct(torch.autograd.Function):
+    "`_band_product` in place on a fixed-width band; backward recomputes the states (the layer's adjoint is the same mixing), double backward goes through `_band_product`."
+    @staticmethod
+    def forward(ctx, wg, offsets, n):
+        ctx.save_for_backward(wg)
+        ctx.offsets, ctx.n = offsets, n
+        return _BandProduct._run(wg, offsets, n)[-1]
+
+    @staticmethod
+    def _run(wg, offsets, n, keep=False):
+        "Run the layers on the identity; layer t only touches diagonals K - t - 1..K + t + 1. With `keep`, also each layer's row differences."
+        B, K = wg.shape[0], len(offsets)
+        D = wg.new_zeros(B, n, 2 * K + 1)
+        D[..., K] = 1
+        diffs = []
+        for t, o in enumerate(offsets):
+            p = (n - o) // 2
+            a = wg[:, t, o:o + 2 * p:2]
+            if keep:
+                top, bot = _band_views(D, o, p, K - t - 1, K + t + 1)
+                diffs.append(top - bot)
+                d = diffs[-1] * (1 - a.unsqueeze(-1))
+                top.sub_(d)
+                bot.add_(d)
+            else:
+                _band_layer_(D, o, p, a, K - t - 1, K + t + 1)
+        return diffs + [D]
+
+    @staticmethod
+    def backward(ctx, g):
+        wg, = ctx.saved_tensors
+        if torch.is_grad_enabled():                      # create_graph=True
+            return _plain_vjp(ctx, (wg,), g, lambda w_: _band_product(w_, ctx.offsets, ctx.n))[0], None, None
+        diffs, n, K = _BandProduct._run(wg, ctx.offsets, ctx.n, keep=True)[:-1], ctx.n, len(ctx.offsets)
+        gw, g = torch.zeros_like(wg), g.clone()
+        for t in range(K - 1, -1, -1):
+            o = ctx.offsets[t]
+            p = (n - o) // 2
+            gtop, gbot = _band_views(g, o, p, K - t - 1, K + t + 1)
+            dg = gtop - gbot
+            gw[:, t, o:o + 2 * p:2] = (dg * diffs.pop()).sum(-1)
+            dg.mul_(1 - wg[:, t, o:o + 2 * p:2].unsqueeze(-1))   # the layer's adjoint is the same mixing
+            gtop.sub_(dg)
+            gbot.add_(dg)
+        return gw, None, None
+
+def _banded_chain(w, start, order, specs, b=32):
+    "`_LayerChain` for networks of adjacent-pair layers (odd-even), b layers at a time: their product is block-tridiagonal with b x b blocks, applied by batched matrix products."
+    pad = torch.nn.functional.pad
+    B, n, m = w.shape[0], w.shape[-1], start.shape[-1]
+    nb = -(-n // b)
+    z = pad(start.expand(B, n, m), (0, 0, 0, nb * b - n)).reshape(B * nb, b, m)
+    d = torch.arange(3 * b, device=w.device)[None] - torch.arange(b, device=w.device)[:, None]
+    idx = torch.where((d >= 0) & (d <= 2 * b), d, 2 * b + 1).expand(B * nb, b, 3 * b)   # band -> block row
+    for c in range(0, len(order), b):
+        group = order[c:c + b]
+        D = _BandProduct.apply(w[:, group], [specs[t][0] for t in group], n)
+        s = len(group)
+        D = pad(D, (b - s, b - s + 1, 0, nb * b - n)).reshape(B * nb, b, 2 * b + 2)
+        rows = torch.gather(D, 2, idx)                     # (B nb, b, 3b): blocks (I, I - 1), (I, I), (I, I + 1); zero across sets
+        zp = pad(z, (0, 0, 0, 0, 1, 1))
+        z = torch.baddbmm(torch.baddbmm(torch.bmm(rows[..., b:2 * b], zp[1:-1]), rows[..., :b], zp[:-2]), rows[..., 2 * b:], zp[2:])
+    return z.reshape(B, nb * b, m)[:, :n]
+
+_BANDED_MIN = 32   # the banded path pays off from about this many columns and wires
+
+def _apply_network_matrix(w, start, network, checkpoint_every=None, banded=None):
     "P @ start = M_1 (M_2 (... (M_T start))) for the mixing weights w (B, T, n) of a relaxed run."
     partner = network.tables()[0].to(w.device)
     order = list(range(network.depth))[::-1]
+    specs = _pair_specs(network)
+    if banded is None:
+        banded = start.shape[-1] >= _BANDED_MIN and network.n >= 2 * _BANDED_MIN
+    if banded and all(specs):
+        return _banded_chain(w, start.to(w.dtype), order, specs)
     every = checkpoint_every or max(1, math.isqrt(max(len(order), 1)))
     return _LayerChain.apply(w.contiguous(), start.to(w.dtype), partner, order, every, _pair_specs(network))
 
-# %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #bbbc86b5
+# %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #ced85896
 def _pair_views(z, m):
     "Views (top, bottom) of the rows i and i + m of every pair (i, i xor m) in the blocks of z (B, nb, b, c)."
     B, nb, b, c = z.shape
@@ -144,6 +294,17 @@ def _block_shrink_grad(g):
     b = b2 // 2
     return torch.stack([g[:, :, :b, :b], g[:, :, b:, b:]], 2).reshape(B, 2 * nb, b, b)
 
+def _bitonic_plain(w, k):
+    "`_BitonicPermutation`'s forward with out-of-place ops on the dense (B, N, N) matrix, so that autograd records it (used for double backward)."
+    B, N = w.shape[0], w.shape[-1]
+    idx = torch.arange(N, device=w.device)
+    z, t = torch.eye(N, dtype=w.dtype, device=w.device).expand(B, N, N), 0
+    for s in range(k):
+        for j in range(s + 1):
+            m = 2 ** (s - j)
+            z = torch.lerp(z[:, idx ^ m], z, w[:, t, idx & ~m].unsqueeze(-1)); t += 1   # alpha of the pair's upper wire
+    return z
+
 class _BitonicPermutation(torch.autograd.Function):
     "Transposed relaxed permutation of a bitonic network on N = 2^k wires from its weights w (B, T, N); stage s only mixes blocks of 2^(s+1) wires."
     @staticmethod
@@ -163,23 +324,32 @@ class _BitonicPermutation(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         w, *stage_inputs = ctx.saved_tensors
+        if torch.is_grad_enabled():                      # create_graph=True: a backward that is itself differentiable
+            return _plain_vjp(ctx, (w,), g, lambda w_: _bitonic_plain(w_, ctx.k))[0], None
         k, B, N = ctx.k, w.shape[0], w.shape[-1]
         gw = torch.zeros_like(w)
         g = g.reshape(B, 1, N, N).clone()
         t = k * (k + 1) // 2
         for s in range(k - 1, -1, -1):
-            states = [_block_grow(stage_inputs[s])]
-            for j in range(s):
-                states.append(_block_mix_(states[-1].clone(), 2 ** (s - j), w[:, t - s - 1 + j]))
+            z, dzs = _block_grow(stage_inputs[s]), []
+            for j in range(s + 1):                   # recompute the stage, keeping only each layer's row differences
+                m = 2 ** (s - j)
+                top, bot = _pair_views(z, m)
+                dzs.append(top - bot)
+                if j < s:
+                    d = dzs[-1] * (1 - _pair_weights(w[:, t - s - 1 + j], z, m))
+                    top.sub_(d)
+                    bot.add_(d)
             for j in range(s, -1, -1):
                 t -= 1
-                z, m = states.pop(), 2 ** (s - j)
-                ztop, zbot = _pair_views(z, m)
-                dz = ztop - zbot
+                m = 2 ** (s - j)
                 gtop, gbot = _pair_views(g, m)
-                gwv = gw[:, t].view(B, z.shape[1], z.shape[2] // (2 * m), 2, m)
-                gwv[:, :, :, 0] = ((gtop - gbot) * dz).sum(-1)   # forward reads alpha from the top wire of each pair
-                _block_mix_(g, m, w[:, t])           # M_t is symmetric
+                dg = gtop - gbot
+                gwv = gw[:, t].view(B, g.shape[1], g.shape[2] // (2 * m), 2, m)
+                gwv[:, :, :, 0] = (dg * dzs.pop()).sum(-1)     # forward reads alpha from the top wire of each pair
+                dg.mul_(1 - _pair_weights(w[:, t], g, m))       # M_t is symmetric: g <- M_t g
+                gtop.sub_(dg)
+                gbot.add_(dg)
             if s > 0:
                 g = _block_shrink_grad(g)
         return gw, None
@@ -191,7 +361,146 @@ def bitonic_permutation(w, n):
     wp = torch.nn.functional.pad(w, (pad, 0), value=1.0) if pad else w
     return _BitonicPermutation.apply(wp.contiguous(), k)[:, pad:, pad:].transpose(-2, -1)
 
-# %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #850181af
+# %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #ff18fc5d
+def _to_layout(z, layout, r):
+    "Storage of the wires of z (B, N = 2^k): layout 0 is the natural order; layout 1 stores wire i at (i mod 2^r) 2^(k-r) + (i >> r), so that the low bits of the wire index become high bits of the storage index."
+    B, N = z.shape
+    R = 2 ** r
+    return (z.view(B, N // R, R) if layout == 1 else z.view(B, R, N // R)).transpose(1, 2).reshape(B, N)
+
+def _values_plan(network):
+    """Plan for the values of `network` on two storage layouts, or None: (N, pad, steps, r) on N >= n wires (pad idle virtual wires on top, r as in `_to_layout`);
+    steps are ('layout', 0 or 1), ('flip', signs), ('bits', p, flat indices of the idle comparators or None) for a layer pairing storage positions that differ in bit p,
+    or ('pairs', offset, pairs) for a layer of adjacent pairs. Cached on the network."""
+    if getattr(network, "_values_plan", None) is None:
+        n, plan = network.n, False
+        ref = get_sorting_network("bitonic", n)
+        if network is ref or (network.name == "bitonic" and network.layers == ref.layers):
+            k = math.ceil(math.log2(n))
+            N, r = 2 ** k, (k + 1) // 2
+            pad, steps, wire = N - n, [], torch.arange(N)
+            wires = {0: wire, 1: _to_layout(wire[None], 1, r)[0]}        # wire stored at each position
+            sign = lambda s: 1 - 2 * ((wire >> (s + 1)) & 1)              # -1 on the blocks that stage s sorts downwards
+            layout = 0
+            def go(to):
+                nonlocal layout
+                if to != layout:
+                    steps.append(("layout", to)); layout = to
+            for s in range(k):
+                flip = sign(s) * (sign(s - 1) if s else 1)
+                for b in range(s, -1, -1):
+                    go(0 if b >= r else 1)
+                    if b == s:                                         # the stage's directions, by negating the wires of descending blocks
+                        steps.append(("flip", flip[wires[layout]].float()))
+                    p = b if layout == 0 else (b + k - r if b < r else b - r)
+                    tops = torch.arange(N).view(-1, 2, 2 ** p)[:, 0]
+                    idle = (wires[layout][tops] < pad).flatten().nonzero()[:, 0]   # comparators on a virtual wire
+                    steps.append(("bits", p, idle if len(idle) else None))
+            go(0)
+            plan = (N, pad, steps, r)
+        else:
+            specs = _value_specs(network)
+            if all(spec or not layer for spec, layer in zip(specs, network.layers)):
+                plan = (n, 0, [("pairs", *spec) for spec in specs if spec], 0)
+        network._values_plan = plan
+    return network._values_plan or None
+
+def _plan_on(network, device, dtype):
+    "The plan's steps with their tensors on `device` (signs in `dtype`), cached per (device, dtype)."
+    cache = network.__dict__.setdefault("_values_plan_on", {})
+    if (device, dtype) not in cache:
+        N, pad, steps, r = _values_plan(network)
+        cache[device, dtype] = [(s[0], s[1].to(device, dtype)) if s[0] == "flip" else
+                                (s[0], s[1], s[2].to(device)) if s[0] == "bits" and s[2] is not None else s for s in steps]
+    return cache[device, dtype]
+
+def _plan_views(z, step):
+    "(upper, lower) wires of the comparators of a layer step, as views of z (B, N)."
+    if step[0] == "bits":
+        zv = z.view(z.shape[0], -1, 2, 2 ** step[1])
+    else:
+        o, p = step[1], step[2]
+        zv = z[:, o:o + 2 * p].view(z.shape[0], p, 2, 1)
+    return zv[:, :, 0], zv[:, :, 1]
+
+class _NetworkValues(torch.autograd.Function):
+    "Sorted values of a relaxed network of pair layers on x (B, n), in place on one working copy; saves one coefficient per comparator."
+    @staticmethod
+    def forward(ctx, x, network, steepness, dist):
+        N, pad, _, r = _values_plan(network)
+        steps = _plan_on(network, x.device, x.dtype)
+        need = ctx.needs_input_grad[0]
+        base = type(dist)._step is Distribution._step      # F(steepness * u): the network is then positively homogeneous
+        cs = []
+        out = _NetworkValues._rows(x, steps, N, pad, r, steepness, dist, base, need, cs)
+        ctx.save_for_backward(x, *cs)
+        ctx.network, ctx.steepness, ctx.dist = network, steepness, dist
+        return out
+
+    @staticmethod
+    def _rows(x, steps, N, pad, r, steepness, dist, base, need, cs):
+        "The network on the rows x; appends each layer's coefficients to `cs`."
+        z = x * steepness if base else x
+        z = torch.nn.functional.pad(z, (pad, 0)) if pad else z.contiguous() if base else z.clone(memory_format=torch.contiguous_format)   # never x itself
+        for step in steps:
+            if step[0] == "layout":
+                z = _to_layout(z, step[1], r)
+                continue
+            if step[0] == "flip":
+                z.mul_(step[1])
+                continue
+            top, bot = _plan_views(z, step)
+            u = bot - top
+            if base:
+                alpha = dist._cdf(u)
+            else:
+                with torch.enable_grad():
+                    uu = u.detach().requires_grad_(need)
+                    alpha = dist._step(uu, steepness)
+                    dstep = torch.autograd.grad(alpha, uu, torch.ones_like(alpha))[0] if need else None
+                alpha = alpha.detach()
+            om = torch.rsub(alpha, 1)                       # 1 - alpha: the share that crosses over
+            idle = step[2] if step[0] == "bits" else None
+            if idle is not None:
+                om.view(om.shape[0], -1).index_fill_(1, idle, 0)   # comparators on virtual wires stay idle
+            top.addcmul_(om, u)
+            bot.addcmul_(om, u, value=-1)
+            if need:                                        # c = d/du of (1 - alpha(u)) u
+                om.addcmul_(u, dist._pdf(u) if base else dstep, value=-1)
+                if idle is not None:
+                    om.view(om.shape[0], -1).index_fill_(1, idle, 0)
+                cs.append(om)
+        z = z[:, pad:]
+        return z.div_(steepness) if base else z
+
+    @staticmethod
+    def backward(ctx, g):
+        x, *cs = ctx.saved_tensors
+        if torch.is_grad_enabled():                      # create_graph=True: differentiate the out-of-place path
+            return _plain_vjp(ctx, (x,), g, lambda x_: _network_values(x_, ctx.network, ctx.steepness, ctx.dist, stack=False)[0])[0], None, None, None
+        N, pad, _, r = _values_plan(ctx.network)
+        steps = _plan_on(ctx.network, g.device, g.dtype)
+        return _NetworkValues._rows_back(g, steps, pad, r, cs), None, None, None
+
+    @staticmethod
+    def _rows_back(g, steps, pad, r, cs):
+        "Backward of `_rows` for the gradient g, with the layers' coefficients cs (popped)."
+        g = torch.nn.functional.pad(g, (pad, 0)) if pad else g.clone(memory_format=torch.contiguous_format)   # the scaling by steepness cancels
+        for i in range(len(steps) - 1, -1, -1):
+            step = steps[i]
+            if step[0] == "layout":
+                g = _to_layout(g, 1 - step[1], r)
+                continue
+            if step[0] == "flip":
+                g.mul_(step[1])
+                continue
+            gtop, gbot = _plan_views(g, step)
+            d = (gtop - gbot).mul_(cs.pop())
+            gtop.sub_(d)
+            gbot.add_(d)
+        return g[:, pad:]
+
+# %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #b8644246
 class RelaxedSort:
     "A differentiable sorting network run once on `x` along `dim`: `.values`, `.permutation`, `.ranks`, `.topk(k)`, `.topk_mask(k)`."
     def __init__(self, x, network="odd_even", steepness=10.0, distribution="cauchy", art_lambda=0.25,
@@ -212,14 +521,23 @@ class RelaxedSort:
         flat = xm.reshape(-1, n)
         if flat.dtype in _LOW_PRECISION:
             flat = flat.float()
-        values, self._ws = _network_values(-flat if descending else flat, self.network, steepness, self.distribution, stack=False)
+        self._src, self._src_version, self._steepness = flat, flat._version, steepness
+        self._ws, self._stacked = None, None
+        if isinstance(steepness, numbers.Real) and _values_plan(self.network) is not None:
+            values = _NetworkValues.apply(-flat if descending else flat, self.network, float(steepness), self.distribution)
+        else:
+            values, self._ws = _network_values(-flat if descending else flat, self.network, steepness, self.distribution, stack=False)
         self._values = -values if descending else values
-        self._stacked = None
 
     @property
     def _w(self):
-        "Per-wire mixing weights (B, depth, n), stacked on first use (the values alone never need them)."
+        "Per-wire mixing weights (B, depth, n), computed and stacked on first use (the values alone never need them)."
         if self._stacked is None:
+            if self._ws is None:
+                if self._src._version != self._src_version:
+                    raise RuntimeError("`x` was modified in place after `diff_sort`; compute the permutation, ranks or top-k before changing it")
+                flat = -self._src if self.descending else self._src
+                self._ws = _network_values(flat, self.network, self._steepness, self.distribution, stack=False)[1]
             self._stacked = torch.stack(self._ws, 1)
         return self._stacked
 
@@ -271,7 +589,7 @@ def diff_sort(x, network="odd_even", steepness=10.0, distribution="cauchy", art_
     "Differentiable sorting network on `x` along `dim`. Example: `r = diff_sort(x); r.values, r.permutation, r.ranks, r.topk_mask(3)`."
     return RelaxedSort(x, network, steepness, distribution, art_lambda, dim, descending)
 
-# %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #93049c16
+# %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #063e23e9
 def soft_sort(x, network="odd_even", steepness=10.0, distribution="cauchy", art_lambda=0.25, dim=-1, descending=False):
     "Relaxed sorted values of `x` along `dim` (O(n) memory per layer)."
     return diff_sort(x, network, steepness, distribution, art_lambda, dim, descending).values
@@ -288,7 +606,7 @@ def soft_topk_mask(x, k, network="bitonic", steepness=10.0, distribution="cauchy
     "Relaxed membership of each entry of `x` in its k largest along `dim`, in [0, 1] (`descending` only picks the network direction)."
     return diff_sort(x, network, steepness, distribution, art_lambda, dim, descending).topk_mask(k)
 
-# %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #73b73027
+# %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #a56f5e12
 def permutation_targets(targets, dim=-1, descending=False):
     "Hard permutation matrix (*batch, n, n) of the order of `targets` along `dim` (orientation of `RelaxedSort.permutation`; ties keep input order)."
     check_tensor(targets, "targets", min_dim=1, floating=False)
@@ -298,17 +616,18 @@ def permutation_targets(targets, dim=-1, descending=False):
 
 def sort_loss(scores, targets, network="odd_even", steepness=10.0, distribution="cauchy", art_lambda=0.25,
               dim=-1, reduction="mean"):
-    "Ranking loss: binary cross-entropy between the relaxed permutation of `scores` and the true permutation of `targets` (ICML 2021, Sec. 4)."
+    "Ranking loss: binary cross-entropy between the relaxed permutation of `scores` and the true permutation of `targets` (ICML 2021, Sec. 4); P is squeezed to eps + (1 - 2 eps) P, eps = the dtype's machine epsilon."
     check_tensor(scores, "scores", min_dim=1, finite=True)
     if not isinstance(targets, torch.Tensor) or targets.shape != scores.shape:
         raise ValueError(f"`targets` must be a tensor of the shape of `scores` {tuple(scores.shape)}, got {getattr(targets, 'shape', type(targets).__name__)}")
     check_choice(reduction, "reduction", ("mean", "sum", "none"))
     P = diff_sort(scores, network, steepness, distribution, art_lambda, dim).permutation
     T = permutation_targets(targets.to(scores.device), dim).to(P.dtype)
-    loss = torch.nn.functional.binary_cross_entropy(P.clamp(0, 1), T, reduction="none").mean((-2, -1))
+    eps = torch.finfo(P.dtype).eps                      # 1.2e-7 in float32: -log stays <= 16, its slopes <= 1/eps
+    loss = torch.nn.functional.binary_cross_entropy(P.clamp(0, 1) * (1 - 2 * eps) + eps, T, reduction="none").mean((-2, -1))
     return loss.mean() if reduction == "mean" else loss.sum() if reduction == "sum" else loss
 
-# %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #a5216874
+# %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #602e9bfb
 class DiffSortNet(torch.nn.Module):
     "Drop-in for `diffsort.DiffSortNet`: forward(vectors (..., size)) -> (sorted_values, permutation), with sorted = vectors @ permutation."
     def __init__(self, sorting_network_type, size, device=None, steepness=10.0, art_lambda=0.25,
