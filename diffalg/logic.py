@@ -5,14 +5,14 @@ __all__ = ['GATE_NAMES', 'GATE_COEFFICIENTS', 'gate_truth_table', 'gate_coeffici
            'random_connections', 'unique_connections', 'LogicLayer', 'GroupSum', 'fit_thresholds', 'binarize',
            'Binarize']
 
-# %% ../nbs/04_logic/01_gates.ipynb #57dec867
+# %% ../nbs/04_logic/01_gates.ipynb #0af63019
 import math
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 from .checks import check_tensor, check_int, check_positive, check_choice
 
-# %% ../nbs/04_logic/01_gates.ipynb #776264b1
+# %% ../nbs/04_logic/01_gates.ipynb #f8d1b83c
 GATE_NAMES = ("0", "A and B", "not(A implies B)", "A", "not(B implies A)", "B", "A xor B", "A or B",
               "not(A or B)", "not(A xor B)", "not(B)", "B implies A", "not(A)", "A implies B",
               "not(A and B)", "1")  # index i: truth table on AB = 00, 01, 10, 11 is the binary number i
@@ -45,7 +45,11 @@ def relaxed_gate(a, b, gate):
     c0, c1, c2, c3 = GATE_COEFFICIENTS[gate].tolist()
     return c0 + c1 * a + c2 * b + c3 * a * b
 
-# %% ../nbs/04_logic/01_gates.ipynb #f0b6d2e9
+# %% ../nbs/04_logic/01_gates.ipynb #7afdd885
+def _dot_rows(u, v):
+    "Row-wise dot products of two (n, batch) tensors: (n,), as one batched matrix product."
+    return torch.bmm(u.unsqueeze(1), v.unsqueeze(2)).view(-1)
+
 class _LogicLayerFunction(torch.autograd.Function):
     "y_j = c0 + c1 a + c2 b + c3 ab with a = x[:, ia_j], b = x[:, ib_j]; `indices` is (2n,) = [ia; ib]."
 
@@ -59,30 +63,33 @@ class _LogicLayerFunction(torch.autograd.Function):
         a, b = ab[:n], ab[n:]
         c = coef.to(x.dtype)
         c0, c1, c2, c3 = c[:, 0:1], c[:, 1:2], c[:, 2:3], c[:, 3:4]
-        t = torch.empty_like(ab)                     # t = [dy/da; dy/db] = [c1 + c3 b; c2 + c3 a]
-        torch.addcmul(c1, c3, b, out=t[:n])
-        torch.addcmul(c2, c3, a, out=t[n:])
-        y = torch.addcmul(c0, c2, b).addcmul_(a, t[:n])
-        ctx.save_for_backward(ab, t, indices)
-        ctx.grad_factor, ctx.in_dim = grad_factor, xt.shape[0]
+        # one per-neuron column per operation: with two, PyTorch's CPU kernels fall back to a scalar loop
+        u = torch.mul(a, c3).add_(c2)                            # dy/db = c2 + c3 a
+        y = torch.mul(a, c1).add_(c0).addcmul_(u, b)             # c0 + c1 a + b (c2 + c3 a)
+        ctx.save_for_backward(xt, u, c, indices)
+        ctx.ab = ab                                  # internal buffer (not version-checked): backward overwrites it
+        ctx.grad_factor = grad_factor
         return y.t()                                 # (batch, n) view of a (n, batch) tensor
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y):
-        ab, t, indices = ctx.saved_tensors
-        n = ab.shape[0] // 2
+        xt, u, c, indices = ctx.saved_tensors
+        ab = ctx.ab if ctx.ab is not None else xt.index_select(0, indices)   # a second backward: gather again
+        ctx.ab = None
+        n = u.shape[0]
+        a, b = ab[:n], ab[n:]
         g = grad_y.t()
         if not g.is_contiguous():
             g = g.contiguous()
+        gb = g * b
         grad_x = grad_coef = None
-        if ctx.needs_input_grad[2]:
-            a, b = ab[:n], ab[n:]
-            ga = g * a
-            grad_coef = torch.stack([g.sum(1), ga.sum(1), (g * b).sum(1), torch.linalg.vecdot(ga, b)], 1)
-        if ctx.needs_input_grad[0]:
-            gt = (t.view(2, n, -1) * g).view(2 * n, -1)
-            gxt = torch.zeros(ctx.in_dim, g.shape[1], dtype=g.dtype, device=g.device).index_add_(0, indices, gt)
+        if ctx.needs_input_grad[2]:                  # sum over the batch of g (1, a, b, ab)
+            grad_coef = torch.stack([g.sum(1), _dot_rows(g, a), gb.sum(1), _dot_rows(gb, a)], 1)
+        if ctx.needs_input_grad[0]:                  # [dL/da; dL/db], written over the no longer needed [a; b]
+            torch.mul(g, c[:, 1:2], out=a).addcmul_(gb, c[:, 3:4])   # g (c1 + c3 b)
+            torch.mul(g, u, out=b)                                    # g (c2 + c3 a)
+            gxt = torch.zeros_like(xt).index_add_(0, indices, ab)
             if ctx.grad_factor != 1.0:
                 gxt.mul_(ctx.grad_factor)
             grad_x = gxt.t()
@@ -96,8 +103,8 @@ def _logic_layer_nograd(x, indices, coef):
     n = coef.shape[0]
     a, b = xt.index_select(0, indices[:n]), xt.index_select(0, indices[n:])
     c = coef.to(x.dtype)
-    y = torch.addcmul(c[:, 2:3], c[:, 3:4], a).mul_(b)    # b (c2 + c3 a)
-    return y.addcmul_(c[:, 1:2], a).add_(c[:, 0:1]).t()
+    y = torch.mul(a, c[:, 3:4]).add_(c[:, 2:3]).mul_(b)    # b (c2 + c3 a)
+    return y.addcmul_(a, c[:, 1:2]).add_(c[:, 0:1]).t()
 
 def logic_layer(x, indices, coef, grad_factor: float = 1.0):
     "Relaxed logic layer: `x` (batch, in), `indices` (2, n) input pairs, `coef` (n, 4) -> (batch, n)."
@@ -108,7 +115,7 @@ def logic_layer(x, indices, coef, grad_factor: float = 1.0):
         raise ValueError(f"`indices` must be (2, n) and `coef` (n, 4), got {tuple(indices.shape)} and {tuple(coef.shape)}")
     return _LogicLayerFunction.apply(x, indices.reshape(-1), coef, float(grad_factor))
 
-# %% ../nbs/04_logic/01_gates.ipynb #066abd74
+# %% ../nbs/04_logic/01_gates.ipynb #d4da0a1f
 _IMPLEMENTATIONS = (None, "fast", "python", "cuda")
 
 def random_connections(in_dim: int, out_dim: int, generator=None):
@@ -181,7 +188,7 @@ class LogicLayer(torch.nn.Module):
     def extra_repr(self):
         return f"{self.in_dim}, {self.out_dim}, connections={self.connections!r}, {'train' if self.training else 'eval'}"
 
-# %% ../nbs/04_logic/01_gates.ipynb #9484715d
+# %% ../nbs/04_logic/01_gates.ipynb #87a37cac
 class GroupSum(torch.nn.Module):
     "Sum the last dimension in `k` equal groups and divide by `tau`: (..., n) -> (..., k)."
 
@@ -195,12 +202,16 @@ class GroupSum(torch.nn.Module):
         check_tensor(x, "x", min_dim=1)
         if x.shape[-1] % self.k:
             raise ValueError(f"`x` width {x.shape[-1]} is not divisible by k={self.k}")
-        return x.unflatten(-1, (self.k, x.shape[-1] // self.k)).sum(-1) / self.tau
+        n = x.shape[-1]
+        if x.dim() == 2 and x.shape[0] > 1 and x.t().is_contiguous():
+            # feature-major input (a LogicLayer's output is a transposed view): add whole contiguous rows
+            return x.t().unflatten(0, (self.k, n // self.k)).sum(1).t() / self.tau
+        return x.unflatten(-1, (self.k, n // self.k)).sum(-1) / self.tau
 
     def extra_repr(self):
         return f"k={self.k}, tau={self.tau}"
 
-# %% ../nbs/04_logic/01_gates.ipynb #54e5ed46
+# %% ../nbs/04_logic/01_gates.ipynb #e27d7bde
 def fit_thresholds(x, n_thresholds: int, method: str = "quantile"):
     "(features, n_thresholds) thresholds per feature of training data `x` (samples, features), at quantiles or uniform."
     check_tensor(x, "x", min_dim=2)

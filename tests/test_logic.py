@@ -202,3 +202,20 @@ def test_no_grad_path_equals_autograd_path(device):
         layer.eval()
         xb = (x > 0.5).double()
         assert torch.equal(layer(xb), ref_layer(xb, layer.indices, layer.weights, training=False))
+
+
+def test_backward_twice_with_retain_graph(device):
+    "The backward writes the input gradients over its gathered inputs; a second backward must gather them again."
+    torch.manual_seed(5)
+    net = torch.nn.Sequential(LogicLayer(10, 16, device=device), LogicLayer(16, 12, device=device),
+                              GroupSum(3, tau=2.0)).double()
+    x = torch.rand(33, 10, dtype=torch.float64, device=device, requires_grad=True)
+    y = net(x)
+    g = torch.randn_like(y)
+    y.backward(g, retain_graph=True)
+    first = [p.grad.clone() for p in (x, net[0].weights, net[1].weights)]
+    y.backward(g)
+    assert all(torch.allclose(p.grad, 2 * f, atol=1e-12) for p, f in zip((x, net[0].weights, net[1].weights), first))
+    y2 = ref_layer(ref_layer(x, net[0].indices, net[0].weights), net[1].indices, net[1].weights)
+    gx, = torch.autograd.grad(y2.reshape(33, 3, 4).sum(-1) / 2.0, x, g)
+    assert torch.allclose(first[0], gx, atol=1e-12)

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from diffalg.logic import GroupSum, LogicLayer, gate_truth_table
-from diffalg.logic_compiled import (LogicCircuit, check_bits, circuit_to_c, compile_circuit, find_c_compiler,
-                                    pack_bits, unpack_bits)
+from diffalg.logic_compiled import (GATE_FORMS, LogicCircuit, check_bits, circuit_to_c, compile_circuit,
+                                    count_groups_packed, find_c_compiler, pack_bits, unpack_bits)
 
 needs_cc = pytest.mark.skipif(find_c_compiler() is None, reason="no C compiler")
 
@@ -27,7 +27,7 @@ def truth_table_eval(circuit, x):
         h = tt[g, 2 * h[:, idx[0]] + h[:, idx[1]]]
     if circuit.k is None:
         return h.bool()
-    return h.reshape(h.shape[0], circuit.k, -1).sum(-1)
+    return h.reshape(h.shape[0], circuit.k, h.shape[1] // circuit.k).sum(-1)
 
 
 @pytest.mark.parametrize("batch", [1, 7, 63, 64, 65, 128, 255, 256, 257, 1000])
@@ -138,3 +138,51 @@ def test_save_load_then_same_circuit():
     net2.load_state_dict(torch.load(buf))
     x = torch.rand(100, 20) > 0.5
     assert torch.equal(LogicCircuit.from_model(net2)(x), LogicCircuit.from_model(net)(x))
+
+
+def test_gate_forms_reproduce_truth_tables():
+    "Every gate is and/or/xor of (a, not a, 0, 1) and (b, not b, 0, 1): the packed path relies on it."
+    a, b = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1])
+    ops = (torch.bitwise_and, torch.bitwise_or, torch.bitwise_xor)
+    for g, (op, sa, sb) in enumerate(GATE_FORMS.tolist()):
+        src_a, src_b = [a, 1 - a, 0 * a, 0 * a + 1][sa], [b, 1 - b, 0 * b, 0 * b + 1][sb]
+        assert torch.equal(ops[op](src_a, src_b), gate_truth_table()[g])
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 16, 255, 256, 797, 2000])
+def test_count_groups_packed(m, device):
+    torch.manual_seed(m)
+    words = torch.randint(-2**63, 2**63 - 1, (3 * m, 5), device=device)
+    ref = unpack_bits(words, 320).view(320, 3, m).sum(-1).t()
+    assert torch.equal(count_groups_packed(words, 3), ref)
+    ones = torch.full((2 * m, 1), -1, dtype=torch.int64, device=device)   # every lane at its maximum
+    assert torch.equal(count_groups_packed(ones, 2), torch.full((2, 64), m, device=device))
+
+
+@pytest.mark.parametrize("chunk_words", [1, 3, None])
+@pytest.mark.parametrize("k", [None, 5])
+def test_packed_chunks_and_odd_batches(chunk_words, k, device):
+    "Several chunks, a partial last chunk and batches that are not multiples of 64 give the plain path's output."
+    net = random_net(k=k, seed=6).to(device)
+    circuit = LogicCircuit.from_model(net)
+    for batch in (0, 1, 63, 65, 191, 200, 450):
+        x = torch.rand(batch, 20, device=device) > 0.5
+        ref = truth_table_eval(circuit, x.cpu())
+        assert torch.equal(circuit.packed(x, chunk_words=chunk_words).cpu(), ref)
+
+
+@needs_cc
+@pytest.mark.parametrize("k", [None, 5])
+@pytest.mark.parametrize("lanes", [1, 2, 8])
+def test_compiled_packing_in_c_equals_prepacked(k, lanes):
+    "`__call__` packs in C (run_bytes); `pack` + `run_packed` pack in PyTorch: same output, any batch and threads."
+    circuit = LogicCircuit.from_model(random_net(k=k, seed=7))
+    compiled = compile_circuit(circuit, lanes=lanes)
+    for batch in (0, 1, 65, 64 * lanes - 1, 64 * lanes + 1, 1000):
+        x = torch.rand(batch, 20) > 0.5
+        ref = truth_table_eval(circuit, x)
+        packed, b = compiled.pack(x)
+        assert torch.equal(compiled.run_packed(packed, b), ref)
+        assert torch.equal(compiled.run_packed(packed, b, n_threads=2), ref)
+        assert torch.equal(compiled(x), ref) and torch.equal(compiled(x, n_threads=4), ref)
+        assert torch.equal(circuit.packed(x), ref)
