@@ -1,11 +1,14 @@
 """Runtime overhead of the Newton losses (diffalg.newton) against the plain loss they wrap: median
 forward+backward time of one batch for the plain loss, the empirical-Fisher Newton loss and the
-Hessian Newton loss (exact and conjugate gradients), at a few batch sizes B and output sizes m, for
-two losses of scores (B, m): a pairwise logistic ranking loss (O(m^2) work, shallow graph) and a
-relaxed odd-even sorting network with logistic swaps (m layers, deep graph). With --cnn, the time of
-one forward+backward pass of diffalg.ranking.NumberScorer on the B*m images of a ranking batch is
-printed too, to put the overhead in context. All cases run in one process, the variants of a case
-timed in interleaved rounds (a shared machine's load then hits them alike).
+Hessian Newton loss (exact, conjugate gradients, finite differences), at a few batch sizes B and
+output sizes m, for three losses of scores (B, m): a pairwise logistic ranking loss (O(m^2) work,
+shallow graph), the book's relaxed odd-even sorting network with logistic swaps
+(diffalg.sorting.sort_loss: m layers, a hand-written backward without double backward, so only the
+finite-difference Hessian applies to it unless diffalg.sorting gains double backward) and NeuralSort
+(diffalg.sorting_baselines, plain torch). With --cnn, the time of one forward+backward pass of
+diffalg.ranking.NumberScorer on the B*m images of a ranking batch is printed too, to put the
+overhead in context. All cases run in one process, the variants of a case timed in interleaved
+rounds (a shared machine's load then hits them alike).
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_newton.py [--repeats R] [--quick] [--cnn]
 """
@@ -21,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harness import median_seconds, setting, table  # noqa: E402
 
 from diffalg.newton import fisher_newton_loss, hessian_newton_loss  # noqa: E402
+from diffalg.sorting import sort_loss, permutation_targets  # noqa: E402
+from diffalg.sorting_baselines import neuralsort_permutation  # noqa: E402
 
 
 def pairwise_logistic(y, values):
@@ -29,20 +34,15 @@ def pairwise_logistic(y, values):
     return (torch.nn.functional.softplus(y[:, :, None] - y[:, None, :]) * want).sum((1, 2))
 
 
-def sorting_network(y, values, steepness=10.0):
-    "Binary cross-entropy of the relaxed odd-even transposition sort's permutation matrix, per sample (B,)."
-    B, n = y.shape
-    rows = torch.arange(B)[:, None]
-    x, P = y, torch.eye(n, dtype=y.dtype).expand(B, n, n)
-    for layer in range(n):
-        i = torch.arange(layer % 2, n - 1, 2)
-        a, b = x[:, i], x[:, i + 1]
-        al = torch.sigmoid(steepness * (b - a))
-        x = x.index_put((rows, i), al * a + (1 - al) * b).index_put((rows, i + 1), (1 - al) * a + al * b)
-        Pa, Pb, w = P[:, i], P[:, i + 1], al[..., None]
-        P = P.index_put((rows, i), w * Pa + (1 - w) * Pb).index_put((rows, i + 1), (1 - w) * Pa + w * Pb)
-    Q = torch.nn.functional.one_hot(values.argsort(1), n).to(y.dtype)
-    return torch.nn.functional.binary_cross_entropy(P, Q, reduction="none").mean((1, 2))
+def sorting_network(y, values):
+    "diffalg.sorting.sort_loss: relaxed odd-even network, logistic swaps, steepness 10, BCE per sample (B,)."
+    return sort_loss(y, values, steepness=10.0, distribution="logistic", reduction="none")
+
+
+def neuralsort(y, values):
+    "Cross-entropy of NeuralSort's relaxed permutation (tau 1) against the true one, per sample (B,)."
+    Q = permutation_targets(values).to(y.dtype)
+    return -(Q * neuralsort_permutation(y, tau=1.0).clamp_min(1e-12).log()).sum((-2, -1)) / y.shape[-1]
 
 
 def step(variant, loss, y, values):
@@ -56,10 +56,21 @@ def step(variant, loss, y, values):
             out = fisher_newton_loss(y_, f, tikhonov=0.1)
         elif variant == "hessian exact":
             out = hessian_newton_loss(y_, f, tikhonov=1.0, method="exact")
+        elif variant == "hessian fd":
+            out = hessian_newton_loss(y_, f, tikhonov=1.0, method="finite_difference")
         else:
             out = hessian_newton_loss(y_, f, tikhonov=1.0, method="cg", cg_max_iter=10)
         out.backward()
     return run
+
+
+def supported(fn):
+    "Whether a variant runs on this loss (the exact/CG Hessian need double backward; CG may give a non-finite step)."
+    try:
+        fn()
+        return True
+    except (RuntimeError, ValueError):
+        return False
 
 
 def interleaved_medians(fns, repeats):
@@ -95,27 +106,30 @@ def main():
     ap.add_argument("--cnn", action="store_true", help="also time NumberScorer on the B*m images")
     args = ap.parse_args()
     sizes = {"pairwise logistic": [(64, 4), (64, 16), (256, 16), (64, 64), (16, 256)],
-             "sorting network": [(64, 4), (64, 8), (256, 8), (64, 16), (64, 32)]}
+             "sorting network": [(64, 4), (64, 8), (256, 8), (64, 16), (64, 32)],
+             "NeuralSort": [(64, 4), (64, 8), (256, 8), (64, 16), (64, 32)]}
     if args.quick:
         sizes = {k: v[:3] for k, v in sizes.items()}
     if args.repeats is None:
         args.repeats = 3 if args.quick else 7
-    losses = {"pairwise logistic": pairwise_logistic, "sorting network": sorting_network}
-    variants = ["plain", "fisher", "hessian exact", "hessian cg"]
+    losses = {"pairwise logistic": pairwise_logistic, "sorting network": sorting_network, "NeuralSort": neuralsort}
+    variants = ["plain", "fisher", "hessian exact", "hessian cg", "hessian fd"]
     torch.manual_seed(0)
     rows = []
     for name, cases in sizes.items():
         for B, m in cases:
             y, values = torch.randn(B, m), torch.randn(B, m)
-            times = interleaved_medians({v: step(v, losses[name], y, values) for v in variants}, args.repeats)
+            fns = {v: step(v, losses[name], y, values) for v in variants}
+            fns = {v: fn for v, fn in fns.items() if supported(fn)}
+            times = interleaved_medians(fns, args.repeats)
             row = {"loss": name, "B": B, "m": m, "plain ms": 1e3 * times["plain"]}
-            row.update({f"{v} / plain": times[v] / times["plain"] for v in variants[1:]})
+            row.update({f"{v} / plain": (times[v] / times["plain"] if v in times else "n/a") for v in variants[1:]})
             if args.cnn:
                 row["CNN ms"] = 1e3 * median_seconds(cnn_step(B, m), args.repeats)
             rows.append(row)
     print(f"forward+backward of one batch, float32, median of {args.repeats}; tikhonov 0.1 (Fisher) / 1.0 (Hessian), "
-          f"CG capped at 10 iterations; {setting()}")
-    cols = ["loss", "B", "m", "plain ms", "fisher / plain", "hessian exact / plain", "hessian cg / plain"]
+          f"CG capped at 10 iterations, fd = finite-difference Hessian; n/a: failed (no double backward, or a non-finite step: seen for CG in float32 on the saturated sorting-network loss, whose gradients and Hessian entries can reach 1e10); {setting()}")
+    cols = ["loss", "B", "m", "plain ms"] + [f"{v} / plain" for v in variants[1:]]
     print(table(rows, cols + (["CNN ms"] if args.cnn else [])))
 
 

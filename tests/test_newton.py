@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from diffalg.newton import (newton_step, fisher_precondition, hessian_newton_loss, fisher_newton_loss,
-                            HessianNewtonLoss, FisherNewtonLoss)
+                            HessianNewtonLoss, FisherNewtonLoss, loss_hessian)
 
 F64 = torch.float64
 
@@ -65,12 +65,13 @@ def test_hessian_step_tends_to_scaled_gradient_step_as_lambda_grows(device):
     assert rel[-1] < 1e-3
 
 
-@pytest.mark.parametrize("method", ["exact", "cg"])
+@pytest.mark.parametrize("method", ["exact", "cg", "finite_difference"])
 def test_hessian_step_matches_independent_reference(device, method):
     torch.manual_seed(0)
     y = torch.randn(4, 6, dtype=F64, device=device)
     d = newton_step(y, pairwise_logistic, tikhonov=0.3, method=method)
-    assert torch.allclose(d, reference_hessian_step(y, pairwise_logistic, 0.3), atol=1e-8)
+    atol = 1e-6 if method == "finite_difference" else 1e-8
+    assert torch.allclose(d, reference_hessian_step(y, pairwise_logistic, 0.3), atol=atol)
 
 
 def test_exact_and_cg_agree_also_for_large_outputs(device):
@@ -267,8 +268,10 @@ class _OnceDifferentiableSquare(torch.autograd.Function):
 def test_hessian_needs_double_backward_fisher_does_not(device):
     y = torch.randn(3, 2, dtype=F64, device=device, requires_grad=True)
     loss_fn = lambda v: _OnceDifferentiableSquare.apply(v).sum(1)
-    with pytest.raises(ValueError, match="twice differentiable"):
+    with pytest.raises(ValueError, match="finite_difference"):
         hessian_newton_loss(y, loss_fn, tikhonov=1.0)
+    with pytest.raises(ValueError, match="finite_difference"):
+        loss_hessian(y, loss_fn)
     fisher_newton_loss(y, loss_fn, tikhonov=1.0, reduction="sum").backward()
     g = 2 * y.detach()
     assert torch.allclose(y.grad, torch.linalg.solve(g.T @ g / 3 + torch.eye(2, dtype=F64, device=device), g.T).T)
@@ -300,3 +303,79 @@ def test_works_under_no_grad(device, method):
     ref = reference_hessian_step(y, pairwise_logistic, 0.3)
     assert torch.allclose(d, ref, atol=1e-8) and torch.allclose(value, 0.5 * (ref ** 2).sum())
     assert torch.allclose(fisher, pairwise_logistic(y).mean()) and not fisher.requires_grad
+
+
+def smooth_loss(y):
+    "A smooth, non-quadratic, non-separable loss per sample (B,) with a non-constant Hessian."
+    return torch.sin(y[:, 0] * y[:, 1]) + y.pow(4).sum(1) / 4 + torch.logsumexp(y, 1)
+
+
+@pytest.mark.parametrize("dtype, tol", [(F64, 1e-7), (torch.float32, 2e-3)])
+def test_finite_difference_hessian_matches_exact(device, dtype, tol):
+    torch.manual_seed(5)
+    y = torch.randn(6, 4, dtype=dtype, device=device)
+    H_exact, H_fd = loss_hessian(y, smooth_loss), loss_hessian(y, smooth_loss, method="finite_difference")
+    assert H_fd.shape == (6, 4, 4) and H_fd.dtype == dtype and H_fd.device == y.device
+    assert torch.allclose(H_fd, H_fd.transpose(1, 2))
+    assert torch.allclose(H_fd, H_exact, atol=tol, rtol=tol)
+    # and against an independent reference, sample by sample
+    for i in range(2):
+        ref = torch.autograd.functional.hessian(lambda v: smooth_loss(v[None])[0], y[i])
+        assert torch.allclose(H_exact[i], ref, atol=tol, rtol=tol)
+
+
+def test_finite_difference_needs_first_derivatives_only(device):
+    "A loss whose backward is not twice differentiable: the finite-difference Hessian still gives its Newton loss."
+    y = torch.randn(3, 2, dtype=F64, device=device, requires_grad=True)
+    loss_fn = lambda v: _OnceDifferentiableSquare.apply(v).sum(1)
+    H = loss_hessian(y, loss_fn, method="finite_difference")
+    assert torch.allclose(H, 2 * torch.eye(2, dtype=F64, device=device).expand(3, 2, 2), atol=1e-8)
+    hessian_newton_loss(y, loss_fn, tikhonov=0.5, method="finite_difference", reduction="sum").backward()
+    assert torch.allclose(y.grad, 2 * y.detach() / 2.5, atol=1e-8)     # (2 I + 0.5 I)^-1 2 y
+    crit = HessianNewtonLoss(lambda v, w: _OnceDifferentiableSquare.apply(v - w).sum(1), tikhonov=0.5,
+                             method="finite_difference", reduction="none")
+    w = torch.ones(3, 2, dtype=F64, device=device)
+    assert torch.allclose(crit(y.detach(), w), 0.5 * ((2 * (y.detach() - w) / 2.5) ** 2).sum(1), atol=1e-8)
+
+
+def test_loss_hessian_bad_input(device):
+    y = torch.randn(3, 2, dtype=F64, device=device)
+    with pytest.raises(ValueError, match="method"):
+        loss_hessian(y, smooth_loss, method="cg")
+    with pytest.raises(ValueError, match="shape"):
+        loss_hessian(y[0], smooth_loss)
+    with pytest.raises(TypeError, match="callable"):
+        loss_hessian(y, "loss")
+
+
+def test_modules_share_argument_handling():
+    "Both modules check the loss, the regularizer (and its aliases) and the reduction in the same way."
+    for cls in (HessianNewtonLoss, FisherNewtonLoss):
+        crit = cls(smooth_loss, lam=0.25, reduction="sum")
+        assert crit.tikhonov == 0.25 and crit.reduction == "sum" and crit.last_loss is None
+        assert "tikhonov=0.25, reduction='sum'" in repr(crit)
+        with pytest.raises(ValueError, match="tikhonov"):
+            cls(smooth_loss, tikhonov=-1.0)
+        with pytest.raises(ValueError, match="reduction"):
+            cls(smooth_loss, tikhonov=1.0, reduction="avg")
+        with pytest.raises(TypeError, match="callable"):
+            cls(3, tikhonov=1.0)
+    assert "method='finite_difference'" in repr(HessianNewtonLoss(smooth_loss, tikhonov=1.0, method="finite_difference"))
+
+
+def test_wraps_the_books_relaxed_sorting_losses(device):
+    "The exact Hessian through diffalg.sorting's network (double backward) and NeuralSort; finite differences agree where unsaturated."
+    from diffalg.sorting import sort_loss
+    from diffalg.sorting_baselines import neuralsort_permutation
+    torch.manual_seed(6)
+    y, v = torch.randn(4, 5, dtype=F64, device=device), torch.randn(4, 5, dtype=F64, device=device)
+    losses = [lambda s: sort_loss(s, v, steepness=2.0, distribution="logistic", reduction="none"),
+              lambda s: -(torch.nn.functional.one_hot(v.argsort(-1), 5).transpose(-2, -1).to(s.dtype)
+                          * neuralsort_permutation(s).log()).sum((-2, -1))]
+    for loss_fn in losses:
+        H = loss_hessian(y, loss_fn)
+        ref = torch.autograd.functional.hessian(lambda s: loss_fn(s[None].expand(4, 5))[0], y[0])
+        assert torch.allclose(H[0], ref, atol=1e-8)
+        assert torch.allclose(loss_hessian(y, loss_fn, method="finite_difference"), H, atol=1e-5)
+        d = newton_step(y, loss_fn, tikhonov=1.0)
+        assert torch.allclose(d, reference_hessian_step(y, loss_fn, 1.0), atol=1e-8)
