@@ -24,16 +24,13 @@ def _swap_rows(R, a, b):
     delta = p.unsqueeze(-1) * d                                   # p b + (1 - p) a = a - p (a - b)
     return a - delta, b + delta, p
 
-def _plain_pass_vjp(rows, m, distribution, steepness, g_rows, g_probs):
-    "The pass written with out-of-place ops (autograd records it) and its vector-Jacobian product, with a graph."
-    views, probs = list(rows.unbind(-2)), []
+def _plain_pass(R, rows, m):
+    "A pass as m `_swap_rows` in a row (out-of-place: autograd records it): (new rows, swap probabilities (*B, m))."
+    rows, probs = list(rows.unbind(-2)), []
     for i in range(m):
-        d = views[i] - views[i + 1]
-        p = distribution._step(d[..., -1], steepness)
-        views[i], views[i + 1] = views[i] - p.unsqueeze(-1) * d, views[i + 1] + p.unsqueeze(-1) * d
+        rows[i], rows[i + 1], p = _swap_rows(R, rows[i], rows[i + 1])
         probs.append(p)
-    outs = [(o, g) for o, g in ((torch.stack(views, -2), g_rows), (torch.stack(probs, -1), g_probs)) if g is not None]
-    return torch.autograd.grad([o for o, _ in outs], rows, [g for _, g in outs], create_graph=True)[0]
+    return torch.stack(rows, -2), torch.stack(probs, -1)
 
 class _RelaxedPass(torch.autograd.Function):
     """One relaxed bubble-sort pass over the first m + 1 rows of `rows` (*B, n, C) (key in the last
@@ -41,31 +38,32 @@ class _RelaxedPass(torch.autograd.Function):
     with a hand-written backward: no autograd graph per comparison, which is what makes it fast.
     With `create_graph=True` the backward runs through the plain pass instead, so second derivatives work."""
     @staticmethod
-    def forward(ctx, rows, m, distribution, steepness):
+    def forward(ctx, rows, m, R):
         r = rows.clone()
         views = r.unbind(-2)                                          # row views: in-place updates land in r
         diffs, probs = [], []
         for i in range(m):
             d = views[i] - views[i + 1]
-            p = distribution._step(d[..., -1], steepness).unsqueeze(-1)
+            p = R.distribution._step(d[..., -1], R.steepness).unsqueeze(-1)
             views[i].addcmul_(p, d, value=-1)                         # a - p (a - b)
             views[i + 1].addcmul_(p, d)                               # b + p (a - b)
             diffs.append(d)
             probs.append(p)
         diffs, probs = torch.stack(diffs, -2), torch.cat(probs, -1)
         ctx.save_for_backward(diffs, probs, rows)                    # rows: kept alive by the loop's merge anyway
-        ctx.distribution, ctx.steepness, ctx.shape, ctx.m = distribution, steepness, rows.shape, m
+        ctx.R, ctx.shape, ctx.m = R, rows.shape, m
         return r, probs
 
     @staticmethod
     def backward(ctx, g_rows, g_probs):
         diffs, probs, rows = ctx.saved_tensors
         if torch.is_grad_enabled():          # create_graph=True: a differentiable backward through the plain pass
-            return _plain_pass_vjp(rows, ctx.m, ctx.distribution, ctx.steepness, g_rows, g_probs), None, None, None
+            outs, grads = zip(*[(o, g) for o, g in zip(_plain_pass(ctx.R, rows, ctx.m), (g_rows, g_probs)) if g is not None])
+            return torch.autograd.grad(outs, rows, grads, create_graph=True)[0], None, None
         g = g_rows.clone() if g_rows is not None else diffs.new_zeros(ctx.shape)
         with torch.enable_grad():                                   # dp/d(key difference), elementwise
             z = diffs[..., -1].detach().requires_grad_()
-            slope, = torch.autograd.grad(ctx.distribution._step(z, ctx.steepness).sum(), z)
+            slope, = torch.autograd.grad(ctx.R.distribution._step(z, ctx.R.steepness).sum(), z)
         if g_probs is not None:
             slope_gp = slope * g_probs                               # the direct part of d loss / d key difference
         views, d_rows, p_cols, slopes = g.unbind(-2), diffs.unbind(-2), probs.unsqueeze(-1).unbind(-2), slope.unbind(-1)
@@ -77,7 +75,7 @@ class _RelaxedPass(torch.autograd.Function):
             g_d[..., -1] += g_key if g_probs is None else g_key + slope_gp[..., i]
             gi += g_d
             gj -= g_d
-        return g, None, None, None
+        return g, None, None
 
 def bubble_sort(x, steepness=8.0, distribution="logistic", hard: bool = False, epsilon: float = 1e-6):
     """Relaxed ascending bubble sort of `x` (*B, n): returns (sorted (*B, n), permutation P (*B, n, n)
@@ -96,14 +94,7 @@ def bubble_sort(x, steepness=8.0, distribution="logistic", hard: bool = False, e
         if m == 0:
             s["swapped"] = torch.zeros_like(s["swapped"])
             return
-        if hard:
-            rows, p = list(s["rows"].unbind(-2)), []
-            for i in range(m):
-                rows[i], rows[i + 1], p_i = _swap_rows(R, rows[i], rows[i + 1])
-                p.append(p_i)
-            s["rows"], p = torch.stack(rows, -2), torch.stack(p, -1)
-        else:
-            s["rows"], p = _RelaxedPass.apply(s["rows"], m, R.distribution, R.steepness)
+        s["rows"], p = _plain_pass(R, s["rows"], m) if hard else _RelaxedPass.apply(s["rows"], m, R)
         s["swaps"] = s["swaps"] + p.sum(-1)
         s["swapped"] = 1 - (1 - p).prod(-1)   # P(at least one swap): relaxed `or` over the pass
 
