@@ -50,11 +50,17 @@ def _dot_rows(u, v):
     "Row-wise dot products of two (n, batch) tensors: (n,), as one batched matrix product."
     return torch.bmm(u.unsqueeze(1), v.unsqueeze(2)).view(-1)
 
+def _fan_in(indices, n_in: int):
+    "For flat input indices (2n,): (positions sorted by the input they read, start of each input's run (n_in,)), so that `embedding_bag` sums every input's gradient rows."
+    order = torch.argsort(indices, stable=True)
+    counts = torch.bincount(indices, minlength=n_in)
+    return order, torch.cumsum(counts, 0) - counts
+
 class _LogicLayerFunction(torch.autograd.Function):
-    "y_j = c0 + c1 a + c2 b + c3 ab with a = x[:, ia_j], b = x[:, ib_j]; `indices` is (2n,) = [ia; ib]."
+    "y_j = c0 + c1 a + c2 b + c3 ab with a = x[:, ia_j], b = x[:, ib_j]; `indices` is (2n,) = [ia; ib]; `fan_in` = `_fan_in(indices, in)` or None."
 
     @staticmethod
-    def forward(ctx, x, indices, coef, grad_factor):
+    def forward(ctx, x, indices, coef, grad_factor, fan_in=None):
         xt = x.t()                                   # (in, batch): gathers read contiguous rows
         if not xt.is_contiguous():
             xt = xt.contiguous()
@@ -68,7 +74,7 @@ class _LogicLayerFunction(torch.autograd.Function):
         y = torch.mul(a, c1).add_(c0).addcmul_(u, b)             # c0 + c1 a + b (c2 + c3 a)
         ctx.save_for_backward(xt, u, c, indices)
         ctx.ab = ab                                  # internal buffer (not version-checked): backward overwrites it
-        ctx.grad_factor = grad_factor
+        ctx.grad_factor, ctx.fan_in = grad_factor, fan_in
         return y.t()                                 # (batch, n) view of a (n, batch) tensor
 
     @staticmethod
@@ -89,11 +95,12 @@ class _LogicLayerFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:                  # [dL/da; dL/db], written over the no longer needed [a; b]
             torch.mul(g, c[:, 1:2], out=a).addcmul_(gb, c[:, 3:4])   # g (c1 + c3 b)
             torch.mul(g, u, out=b)                                    # g (c2 + c3 a)
-            gxt = torch.zeros_like(xt).index_add_(0, indices, ab)
+            order, starts = ctx.fan_in or _fan_in(indices, xt.shape[0])
+            gxt = F.embedding_bag(order, ab, starts, mode="sum")     # row i: sum of the gradient rows that read input i
             if ctx.grad_factor != 1.0:
                 gxt.mul_(ctx.grad_factor)
             grad_x = gxt.t()
-        return grad_x, None, grad_coef, None
+        return grad_x, None, grad_coef, None, None
 
 def _logic_layer_nograd(x, indices, coef):
     "Forward only (inference): the same values with fewer temporaries and nothing saved."
@@ -180,10 +187,17 @@ class LogicLayer(torch.nn.Module):
             x = x.reshape(-1, self.in_dim)
         coef, idx = self.coefficients(), self.indices.reshape(-1)
         if torch.is_grad_enabled() and (x.requires_grad or coef.requires_grad):
-            y = _LogicLayerFunction.apply(x, idx, coef, self.grad_factor)
+            y = _LogicLayerFunction.apply(x, idx, coef, self.grad_factor, self._fan_in(idx) if x.requires_grad else None)
         else:
             y = _logic_layer_nograd(x, idx, coef)
         return y if len(lead) == 1 else y.reshape(*lead, self.out_dim)
+
+    def _fan_in(self, idx):
+        "`_fan_in` of the connections, cached until `indices` is replaced (e.g. by `.to(device)`) or edited in place."
+        cached = getattr(self, "_fan_in_cache", None)
+        if cached is None or cached[0] is not self.indices or cached[1] != self.indices._version:
+            cached = self._fan_in_cache = (self.indices, self.indices._version, _fan_in(idx, self.in_dim))
+        return cached[2]
 
     def extra_repr(self):
         return f"{self.in_dim}, {self.out_dim}, connections={self.connections!r}, {'train' if self.training else 'eval'}"

@@ -219,3 +219,30 @@ def test_backward_twice_with_retain_graph(device):
     y2 = ref_layer(ref_layer(x, net[0].indices, net[0].weights), net[1].indices, net[1].weights)
     gx, = torch.autograd.grad(y2.reshape(33, 3, 4).sum(-1) / 2.0, x, g)
     assert torch.allclose(first[0], gx, atol=1e-12)
+
+
+def test_input_gradient_with_unused_and_repeated_inputs(device):
+    # inputs 0, 5 and the last two (6, 7) are read by no neuron, input 3 by five: their gradient rows are 0 / a sum
+    idx = torch.tensor([[3, 1, 3, 2, 4], [3, 3, 2, 1, 3]], device=device)
+    w = torch.randn(5, 16, dtype=torch.float64, device=device)
+    x = torch.rand(6, 8, dtype=torch.float64, device=device, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    g = torch.randn(6, 5, dtype=torch.float64, device=device)
+    logic_layer(x, idx, gate_coefficients(torch.softmax(w, -1))).backward(g)
+    ref_layer(x2, idx, w).backward(g)
+    assert torch.allclose(x.grad, x2.grad, atol=1e-12)
+    assert torch.equal(x.grad[:, [0, 5, 6, 7]], torch.zeros_like(x.grad[:, [0, 5, 6, 7]]))
+
+
+def test_layer_follows_edits_of_its_connections(device):
+    torch.manual_seed(3)
+    layer = LogicLayer(6, 8, device=device).double()
+    x = torch.rand(5, 6, dtype=torch.float64, device=device, requires_grad=True)
+    layer(x).sum().backward()                        # caches the connections' fan-in
+    with torch.no_grad():
+        layer.indices.copy_(layer.indices.flip(-1))  # in place: the cache must notice
+    x.grad = None
+    layer(x).sum().backward()
+    x2 = x.detach().clone().requires_grad_(True)
+    ref_layer(x2, layer.indices, layer.weights.detach()).sum().backward()
+    assert torch.allclose(x.grad, x2.grad, atol=1e-12)
