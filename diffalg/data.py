@@ -84,20 +84,41 @@ class MultiDigitNumbers(torch.utils.data.Dataset):
         self.digit_images = self.digit_images.to(device)
         return self
 
+    def _value_groups(self):
+        "(order of the numbers by value, count of each distinct value, start of each value's run in that order), cached."
+        if getattr(self, "_groups", None) is None:
+            values, order = self.values.sort()
+            counts = torch.unique_consecutive(values, return_counts=True)[1]
+            self._groups = (order, counts, torch.cumsum(counts, 0) - counts)
+        return self._groups
+
     def sample_ranking(self, n: int, batch_size: int, generator=None):
         "Draw `batch_size` sets of `n` numbers with distinct values: (images (B, n, 1, H, W'), values (B, n))."
         n = check_int(n, "n", minimum=2)
         batch_size = check_int(batch_size, "batch_size", minimum=1)
-        values, order = self.values.sort()
-        unique, counts = torch.unique_consecutive(values, return_counts=True)
-        if n > len(unique):
-            raise ValueError(f"`n` must be at most the number of distinct values in the data set ({len(unique)}), got {n}")
+        order, counts, offsets = self._value_groups()
+        if n > len(counts):
+            raise ValueError(f"`n` must be at most the number of distinct values in the data set ({len(counts)}), got {n}")
         # n distinct values per set, uniformly; then one number of each chosen value, uniformly
-        chosen = torch.multinomial(torch.ones(batch_size, len(unique)), n, replacement=False, generator=generator)
-        offsets = torch.cumsum(counts, 0) - counts
+        chosen = _distinct_draws(len(counts), batch_size, n, generator)
         pick = (torch.rand(chosen.shape, generator=generator) * counts[chosen]).long()
         index = order[offsets[chosen] + pick]
         return self.images(index), self.values[index].to(self.digit_images.device)
+
+def _distinct_draws(m: int, rows: int, n: int, generator=None):
+    """(rows, n) draws from range(m), distinct within each row, uniform over all such ordered tuples:
+    i.i.d. draws with rows that repeat a value drawn again (rejection), or, when repeats are likely
+    (n^2 > m), the first n entries of a random permutation."""
+    if n * n > m:
+        return torch.rand(rows, m, generator=generator).argsort(-1)[:, :n]
+    out = torch.randint(0, m, (rows, n), generator=generator)
+    while True:
+        s = out.sort(-1).values
+        bad = (s[:, 1:] == s[:, :-1]).any(-1).nonzero()[:, 0]
+        if len(bad) == 0:
+            return out
+        out[bad] = torch.randint(0, m, (len(bad), n), generator=generator)
+
 
 # %% ../nbs/00_intro/03_data.ipynb #5cdf4736
 def digits_numbers(split: str = "train", n_digits: int = 4, n_numbers: int | None = None,

@@ -29,6 +29,13 @@ class Distribution:
     def _step(self, x, steepness):
         "F(steepness * x) without argument checks (for use inside diffalg)."
         return self._cdf(x * steepness)
+    def _dstep(self, x, steepness):
+        "d/dx F(steepness * x) = steepness f(steepness x) without argument checks; by autograd for a subclass that overrides `_step` only."
+        if type(self)._step is Distribution._step:
+            return self._pdf(x * steepness) * steepness
+        with torch.enable_grad():
+            z = x.detach().requires_grad_()
+            return torch.autograd.grad(self._step(z, steepness), z, torch.ones_like(z))[0]
 
     def cdf(self, x):
         "CDF F(x) of the distribution, elementwise."

@@ -49,7 +49,7 @@ def _expand(p, value):
     if extra < 0:
         raise ValueError(f"a condition of shape {tuple(p.shape)} has more dimensions than the state "
                          f"entry of shape {tuple(value.shape)} it selects; conditions must have the batch shape")
-    return p.reshape(p.shape + (1,) * extra)
+    return p.reshape(p.shape + (1,) * extra) if extra else p
 
 def _merge(p, a, b, hard):
     "Leafwise p * a + (1 - p) * b of two states of the same structure (exact selection when `hard`)."
@@ -67,13 +67,15 @@ def _merge(p, a, b, hard):
     if isinstance(a, (torch.Tensor, numbers.Number)) and isinstance(b, (torch.Tensor, numbers.Number)):
         if not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor) and a == b:
             return a
-        ref = a if isinstance(a, torch.Tensor) else b
+        ref = a if isinstance(a, torch.Tensor) else b if isinstance(b, torch.Tensor) else torch.as_tensor(b, dtype=p.dtype, device=p.device)
         ref = _as_state_leaf(p, ref)
         w = _expand(p, ref)
+        a, b = (torch.as_tensor(v, dtype=ref.dtype, device=ref.device) for v in (a, b))
         if hard:
-            return torch.where(w > 0.5, torch.as_tensor(a, dtype=ref.dtype, device=ref.device),
-                               torch.as_tensor(b, dtype=ref.dtype, device=ref.device))
-        return b + w * (a - b)                              # = w a + (1 - w) b, one product fewer
+            return torch.where(w > 0.5, a, b)
+        if a.dtype == b.dtype == w.dtype:
+            return torch.lerp(b, a, w)                      # w a + (1 - w) b in one op
+        return b + w * (a - b)                              # e.g. integer leaves: the expectation is a float
     if a == b:
         return a
     raise TypeError(f"cannot merge state entries of types {type(a).__name__} and {type(b).__name__} "
@@ -99,7 +101,7 @@ def _state_add(acc, w, state, hard):
     ww = _expand(w, ref)
     if hard:
         return ref if acc is None else torch.where(ww > 0.5, ref, acc)
-    return ww * ref if acc is None else acc + ww * ref
+    return ww * ref if acc is None else torch.addcmul(acc, ww, ref)
 
 # %% ../nbs/01_relaxation/01_programs.ipynb #2e7fe5fe
 ARGMIN_METHODS = ("pairwise", "tournament")   # how `Relaxation.argmin`/`min` relax a minimum over n entries
@@ -212,13 +214,11 @@ class Relaxation:
                 stop = alive                                  # forced exit: all remaining mass
             else:
                 p = self._probability(condition(state), "condition(state)")
-                if alive is None:
-                    alive = torch.ones_like(p)
-                stop = alive * (1 - p)
-                alive = alive * p
-                done = alive <= epsilon                       # fold this item's remaining mass into s_t
-                stop = stop + torch.where(done, alive, torch.zeros_like(alive))
-                alive = torch.where(done, torch.zeros_like(alive), alive)
+                running = p if alive is None else alive * p   # P(the loop runs past iteration t)
+                # once that is <= epsilon, fold the item's remaining mass into s_t: stop = alive (1 - p) + the rest
+                running = torch.where(running <= epsilon, 0.0, running)
+                stop = (1 - running) if alive is None else alive - running
+                alive = running
             acc = _state_add(acc, stop, state, self.hard)
             if t == max_iter or not bool((alive > 0).any()):
                 break

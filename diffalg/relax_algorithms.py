@@ -4,6 +4,7 @@
 __all__ = ['NEIGHBOURS', 'bubble_sort', 'argmax', 'levenshtein', 'shortest_path']
 
 # %% ../nbs/01_relaxation/02_algorithms.ipynb #c8313ea6
+import numbers
 import torch
 from .checks import check_tensor, check_int, check_choice
 from .relax import Relaxation, T_NORMS, ARGMIN_METHODS
@@ -32,6 +33,34 @@ def _plain_pass(R, rows, m):
         probs.append(p)
     return torch.stack(rows, -2), torch.stack(probs, -1)
 
+def _pass_(r, m, R):
+    "The m mixes of a relaxed pass, in place on rows r (B, n, C): returns (row differences (B, m, C), swap probabilities (B, m))."
+    views = r.unbind(-2)                                              # row views: in-place updates land in r
+    diffs, probs = [], []
+    for i in range(m):
+        d = views[i] - views[i + 1]
+        p = R.distribution._step(d[..., -1], R.steepness).unsqueeze(-1)
+        views[i].addcmul_(p, d, value=-1)                             # a - p (a - b)
+        views[i + 1].addcmul_(p, d)                                   # b + p (a - b)
+        diffs.append(d)
+        probs.append(p)
+    return torch.stack(diffs, -2), torch.cat(probs, -1)
+
+def _pass_backward_(g, diffs, probs, R, g_probs=None):
+    "In place: g (B, n, C), the gradient of a pass's output rows, becomes that of its input rows; g_probs (B, m): the gradient of its swap probabilities."
+    slope = R.distribution._dstep(diffs[..., -1], R.steepness)       # dp/d(key difference), elementwise
+    direct = None if g_probs is None else slope * g_probs             # the direct part of d loss / d key difference
+    views, d_rows, p_cols, slopes = g.unbind(-2), diffs.unbind(-2), probs.unsqueeze(-1).unbind(-2), slope.unbind(-1)
+    for i in reversed(range(len(d_rows))):
+        gi, gj = views[i], views[i + 1]
+        g_delta = gj - gi                                             # d loss / d (p (a - b))
+        g_d = p_cols[i] * g_delta
+        g_key = (g_delta * d_rows[i]).sum(-1) * slopes[i]             # through p = F(s (a - b)) of the keys
+        g_d[..., -1] += g_key if direct is None else g_key + direct[..., i]
+        gi += g_d
+        gj -= g_d
+    return g
+
 class _RelaxedPass(torch.autograd.Function):
     """One relaxed bubble-sort pass over the first m + 1 rows of `rows` (*B, n, C) (key in the last
     column): returns (new rows, swap probabilities (*B, m)). Same values as m `_swap_rows` in a row,
@@ -40,16 +69,7 @@ class _RelaxedPass(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rows, m, R):
         r = rows.clone()
-        views = r.unbind(-2)                                          # row views: in-place updates land in r
-        diffs, probs = [], []
-        for i in range(m):
-            d = views[i] - views[i + 1]
-            p = R.distribution._step(d[..., -1], R.steepness).unsqueeze(-1)
-            views[i].addcmul_(p, d, value=-1)                         # a - p (a - b)
-            views[i + 1].addcmul_(p, d)                               # b + p (a - b)
-            diffs.append(d)
-            probs.append(p)
-        diffs, probs = torch.stack(diffs, -2), torch.cat(probs, -1)
+        diffs, probs = _pass_(r, m, R)
         ctx.save_for_backward(diffs, probs, rows)                    # rows: kept alive by the loop's merge anyway
         ctx.R, ctx.shape, ctx.m = R, rows.shape, m
         return r, probs
@@ -61,28 +81,10 @@ class _RelaxedPass(torch.autograd.Function):
             outs, grads = zip(*[(o, g) for o, g in zip(_plain_pass(ctx.R, rows, ctx.m), (g_rows, g_probs)) if g is not None])
             return torch.autograd.grad(outs, rows, grads, create_graph=True)[0], None, None
         g = g_rows.clone() if g_rows is not None else diffs.new_zeros(ctx.shape)
-        with torch.enable_grad():                                   # dp/d(key difference), elementwise
-            z = diffs[..., -1].detach().requires_grad_()
-            slope, = torch.autograd.grad(ctx.R.distribution._step(z, ctx.R.steepness).sum(), z)
-        if g_probs is not None:
-            slope_gp = slope * g_probs                               # the direct part of d loss / d key difference
-        views, d_rows, p_cols, slopes = g.unbind(-2), diffs.unbind(-2), probs.unsqueeze(-1).unbind(-2), slope.unbind(-1)
-        for i in reversed(range(len(d_rows))):
-            gi, gj = views[i], views[i + 1]
-            g_delta = gj - gi                                       # d loss / d (p (a - b))
-            g_d = p_cols[i] * g_delta
-            g_key = (g_delta * d_rows[i]).sum(-1) * slopes[i]       # through p = F(s (a - b)) of the keys
-            g_d[..., -1] += g_key if g_probs is None else g_key + slope_gp[..., i]
-            gi += g_d
-            gj -= g_d
-        return g, None, None
+        return _pass_backward_(g, diffs, probs, ctx.R, g_probs), None, None
 
-def bubble_sort(x, steepness=8.0, distribution="logistic", hard: bool = False, epsilon: float = 1e-6):
-    """Relaxed ascending bubble sort of `x` (*B, n): returns (sorted (*B, n), permutation P (*B, n, n)
-    with sorted = P @ x, expected number of swaps (*B)). `hard=True` gives bubble sort exactly.
-    The relaxed passes have a hand-written backward (second derivatives: through a plain re-run)."""
-    check_tensor(x, "x", min_dim=1, finite=True)
-    R = _relaxation(steepness, distribution, hard)
+def _bubble_sort_program(x, R, epsilon):
+    "The relaxed bubble sort as a program over a relaxed state: (expected rows [P | sorted] (*B, n, n + 1), expected swaps (*B))."
     n, batch = x.shape[-1], x.shape[:-1]
     eye = torch.eye(n, dtype=x.dtype, device=x.device).expand(*batch, n, n)
     # row i of the state = [P_i | x_i]: the permutation row travels with its value, one swap moves both
@@ -94,12 +96,113 @@ def bubble_sort(x, steepness=8.0, distribution="logistic", hard: bool = False, e
         if m == 0:
             s["swapped"] = torch.zeros_like(s["swapped"])
             return
-        s["rows"], p = _plain_pass(R, s["rows"], m) if hard else _RelaxedPass.apply(s["rows"], m, R)
+        s["rows"], p = _plain_pass(R, s["rows"], m) if R.hard else _RelaxedPass.apply(s["rows"], m, R)
         s["swaps"] = s["swaps"] + p.sum(-1)
         s["swapped"] = 1 - (1 - p).prod(-1)   # P(at least one swap): relaxed `or` over the pass
 
     out = R.while_(lambda s: s["swapped"], one_pass, state, max_iter=n, epsilon=epsilon)
-    return out["rows"][..., -1], out["rows"][..., :-1], out["swaps"]
+    return out["rows"], out["swaps"]
+
+def _all_but_one_product(q):
+    "(B, m) -> (B, m): the product of all entries of each row except the one at that position."
+    ones = q.new_ones(q.shape[:-1] + (1,))
+    left = torch.cat([ones, q[..., :-1]], -1).cumprod(-1)
+    right = torch.cat([q[..., 1:], ones], -1).flip(-1).cumprod(-1).flip(-1)
+    return left * right
+
+class _BubbleSort(torch.autograd.Function):
+    """`_bubble_sort_program` (relaxed, x (B, n)) as one autograd node: the same loop, passes and expectation,
+    in place, with the backward written out (through the passes, the swap counts and the loop's stopping
+    probabilities). With `create_graph=True` the backward differentiates the program instead."""
+    @staticmethod
+    def forward(ctx, x, R, epsilon):
+        B, n = x.shape
+        rows = torch.cat([torch.eye(n, dtype=x.dtype, device=x.device).expand(B, n, n), x.unsqueeze(-1)], -1)
+        swaps, q = x.new_zeros(B), x.new_ones(B)         # q: P(the last pass swapped), 1 before the first pass
+        acc_rows, acc_swaps = torch.zeros_like(rows), x.new_zeros(B)
+        states, stops, masks, qs, alives, passes = [], [], [], [], [], []
+        alive = None
+        for t in range(n + 1):
+            alives.append(alive)                         # P(running) before iteration t (None: 1)
+            if t == n:                                   # forced exit: all remaining mass
+                stop, mask = alive, None
+            else:                                        # as `Relaxation.while_`
+                running = q if alive is None else alive * q
+                mask = running > epsilon
+                running = torch.where(mask, running, 0.0)
+                stop = 1 - running if alive is None else alive - running
+                alive = running
+            acc_rows.addcmul_(stop.view(B, 1, 1), rows)
+            acc_swaps.addcmul_(stop, swaps)
+            states.append((rows, swaps)); stops.append(stop); masks.append(mask); qs.append(q)
+            if t == n or not bool((alive > 0).any()):
+                break
+            m = n - 1 - t
+            if m == 0:
+                q = torch.zeros_like(q)
+                passes.append(None)
+                continue
+            rows = rows.clone()
+            diffs, probs = _pass_(rows, m, R)
+            swaps = swaps + probs.sum(-1)
+            q = 1 - (1 - probs).prod(-1)
+            passes.append((diffs, probs))
+        ctx.save_for_backward(x)
+        ctx.R, ctx.epsilon, ctx.n = R, epsilon, n
+        ctx.trace = (states, stops, masks, qs, alives, passes)
+        return acc_rows, acc_swaps
+
+    @staticmethod
+    def backward(ctx, g_rows, g_swaps):
+        x, = ctx.saved_tensors
+        if torch.is_grad_enabled():                      # create_graph=True: a differentiable backward through the program
+            outs, grads = zip(*[(o, g) for o, g in zip(_bubble_sort_program(x, ctx.R, ctx.epsilon), (g_rows, g_swaps)) if g is not None])
+            return torch.autograd.grad(outs, x, grads, create_graph=True)[0], None, None
+        states, stops, masks, qs, alives, passes = ctx.trace
+        B, n = x.shape
+        G = g_rows if g_rows is not None else x.new_zeros(B, n, n + 1)
+        Gs = g_swaps if g_swaps is not None else x.new_zeros(B)
+        # d loss / d stop_t, then back through the stopping probabilities: d loss / d q_t
+        g_stop = [(G * r).sum((-2, -1)) + Gs * s for r, s in states]
+        g_q, g_alive = [None] * len(states), x.new_zeros(B)
+        for t in range(len(states) - 1, -1, -1):
+            if masks[t] is None:                         # stop = alive (forced exit)
+                g_alive = g_alive + g_stop[t]
+                continue
+            g_pre = (g_alive - g_stop[t]) * masks[t]     # through alive_t = running_t and stop_t = alive_(t-1) - running_t
+            if alives[t] is not None:
+                g_q[t] = g_pre * alives[t]
+                g_alive = g_stop[t] + g_pre * qs[t]
+        # back through the passes: state t is pass t - 1 of state t - 1
+        T = len(states) - 1
+        g, g_s = stops[T].view(B, 1, 1) * G, stops[T] * Gs
+        for t in range(T, 0, -1):
+            if passes[t - 1] is not None:
+                diffs, probs = passes[t - 1]
+                g_probs = g_s.unsqueeze(-1).expand_as(probs)
+                if g_q[t] is not None:                   # q_t = 1 - prod(1 - p)
+                    g_probs = g_probs + g_q[t].unsqueeze(-1) * _all_but_one_product(1 - probs)
+                g = _pass_backward_(g, diffs, probs, ctx.R, g_probs)
+            g.addcmul_(stops[t - 1].view(B, 1, 1), G)
+            g_s = g_s + stops[t - 1] * Gs
+        return g[..., -1], None, None
+
+def bubble_sort(x, steepness=8.0, distribution="logistic", hard: bool = False, epsilon: float = 1e-6):
+    """Relaxed ascending bubble sort of `x` (*B, n): returns (sorted (*B, n), permutation P (*B, n, n)
+    with sorted = P @ x, expected number of swaps (*B)). `hard=True` gives bubble sort exactly.
+    The relaxed sort runs as one autograd node with a hand-written backward (second derivatives:
+    through the program `_bubble_sort_program`)."""
+    check_tensor(x, "x", min_dim=1, finite=True)
+    R = _relaxation(steepness, distribution, hard)
+    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not 0 <= epsilon < 1:
+        raise ValueError(f"`epsilon` must be a number in [0, 1), got {epsilon!r}")
+    if hard:
+        rows, swaps = _bubble_sort_program(x, R, epsilon)
+    else:
+        n, batch = x.shape[-1], x.shape[:-1]
+        rows, swaps = _BubbleSort.apply(x.reshape(-1, n), R, float(epsilon))
+        rows, swaps = rows.reshape(*batch, n, n + 1), swaps.reshape(batch)
+    return rows[..., -1], rows[..., :-1], swaps
 
 # %% ../nbs/01_relaxation/02_algorithms.ipynb #0872b494
 def argmax(x, steepness=8.0, distribution="logistic", hard: bool = False):

@@ -1,5 +1,6 @@
 "diffalg.data: multi-digit numbers from bundled digits, IDX/MNIST loading on files the tests write."
 import gzip
+import math
 import struct
 
 import numpy as np
@@ -189,3 +190,20 @@ def test_mismatched_counts_and_labels(tmp_path):
     write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.full(20, 12, dtype=np.uint8))
     with pytest.raises(ValueError, match="labels must be digits 0-9"):
         load_mnist(tmp_path, "test")
+
+
+@pytest.mark.parametrize("m, n", [(3, 2), (8, 2), (12, 3)])
+def test_distinct_draws_are_uniform_over_ordered_tuples(m, n):
+    # both branches (random-permutation prefix for n^2 > m, rejection otherwise): every ordered tuple of
+    # n distinct values equally likely; a chi-square statistic far above its mean would fail
+    from diffalg.data import _distinct_draws
+    draws = _distinct_draws(m, 60_000, n, torch.Generator().manual_seed(0))
+    assert ((draws >= 0) & (draws < m)).all()
+    assert (draws.sort(-1).values.diff(dim=-1) > 0).all()
+    codes = (draws * m ** torch.arange(n)).sum(-1)
+    counts = torch.bincount(codes, minlength=m ** n).float()
+    k = math.perm(m, n)                               # number of ordered tuples of distinct values
+    assert int((counts > 0).sum()) == k
+    expected = len(draws) / k
+    chi2 = float(((counts[counts > 0] - expected) ** 2 / expected).sum())
+    assert chi2 < k + 6 * math.sqrt(2 * k)            # mean k - 1, sd sqrt(2 (k - 1))

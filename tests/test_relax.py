@@ -124,6 +124,15 @@ def test_if_runs_branches_on_copies_and_merges():
         R.if_(0.5, state, then)
 
 
+def test_if_merges_number_and_integer_leaves():
+    "Leaves that are plain numbers or integer tensors in both branches merge into their (float) expectation."
+    p = torch.tensor([0.25, 1.0])
+    out = Relaxation().if_(p, {"k": 1, "i": torch.tensor([1, 1])}, lambda s: {"k": 3, "i": torch.tensor([2, 5])})
+    assert torch.allclose(out["k"], torch.tensor([1.5, 3.0])) and torch.allclose(out["i"], torch.tensor([1.25, 5.0]))
+    hard = Relaxation(hard=True).if_(torch.tensor([0.0, 1.0]), {"i": torch.tensor([1, 1])}, lambda s: {"i": torch.tensor([2, 5])})
+    assert hard["i"].dtype == torch.int64 and hard["i"].tolist() == [1, 5]
+
+
 def test_while_exact_expectation():
     "Loop with a constant continue probability p: E[iterations] = p (1 - p^T) / (1 - p) (truncated geometric)."
     R = Relaxation()
@@ -314,6 +323,26 @@ def test_bubble_sort_hand_written_backward(device):
     with torch.no_grad():
         s, P, swaps = bubble_sort(x, steepness=1.5)
     torch.testing.assert_close(s, bubble_sort(x.detach(), steepness=1.5)[0])
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 6])
+@pytest.mark.parametrize("epsilon", [0.0, 1e-6, 0.3])
+@pytest.mark.parametrize("name", ["logistic", "cauchy", "logistic_art"])
+def test_bubble_sort_node_equals_program(n, epsilon, name, device):
+    "The one-node relaxed bubble sort equals the program over the relaxed state (`Relaxation.while_`, passes), values and gradients."
+    from diffalg.relax_algorithms import _bubble_sort_program, _relaxation
+    torch.manual_seed(n)
+    x = (2 * torch.randn(5, n, dtype=torch.float64, device=device)).requires_grad_()
+    x = torch.cat([x, torch.arange(float(n), dtype=torch.float64, device=device)[None]])   # a sorted row: early exit
+    s, P, k = bubble_sort(x, steepness=3.0, distribution=name, epsilon=epsilon)
+    rows, swaps = _bubble_sort_program(x, _relaxation(3.0, name, False), epsilon)
+    torch.testing.assert_close(s, rows[..., -1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(P, rows[..., :-1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(k, swaps, rtol=0, atol=1e-12)
+    ws, wP, wk = torch.randn_like(s), torch.randn_like(P), torch.randn_like(k)
+    g1, = torch.autograd.grad((ws * s).sum() + (wP * P).sum() + (wk * k).sum(), x)
+    g2, = torch.autograd.grad((ws * rows[..., -1]).sum() + (wP * rows[..., :-1]).sum() + (wk * swaps).sum(), x)
+    torch.testing.assert_close(g1, g2, rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("name", ["logistic", "cauchy", "logistic_art"])
