@@ -354,12 +354,62 @@ class _BitonicPermutation(torch.autograd.Function):
                 g = _block_shrink_grad(g)
         return gw, None
 
+def _mix_row_pairs(z, m, a):
+    "Out of place: rows i and i xor m of every group of 2m rows of z (..., g, c) mixed, with a (..., g/(2m), m, 1) = alpha of each pair's upper row."
+    *lead, g, c = z.shape
+    zv = z.view(*lead, g // (2 * m), 2, m, c)
+    top, bot = zv[..., 0, :, :], zv[..., 1, :, :]
+    return torch.stack([torch.lerp(bot, top, a), torch.lerp(top, bot, a)], -3).view(z.shape)
+
+def _grow_and_mix(z, a):
+    "Blocks (B, nb, c, c) -> (B, nb/2, 2c, 2c): neighbouring blocks on the diagonal with rows i and i + c mixed (alpha a (B, nb/2, c) of row i), in one product."
+    B, nb, c, _ = z.shape
+    A = a.unsqueeze(-1)
+    coef = torch.stack([torch.cat([A, 1 - A], -1), torch.cat([1 - A, A], -1)], 2)   # (B, nb/2, row half, c, column half)
+    Z = z.view(B, nb // 2, 2, c, c).transpose(2, 3).unsqueeze(2)                    # Z[..., i, q, j] = block q [i, j]
+    return (coef.unsqueeze(-1) * Z).reshape(B, nb // 2, 2 * c, 2 * c)
+
+_GROUP = 32   # rows whose index differs only in the low 5 bits: their layers are applied as one 32 x 32 matrix
+
+def _bitonic_matmul(w, k):
+    """`_BitonicPermutation`'s result by matrix products, autograd throughout: in stage s (blocks of b = 2^(s+1)),
+    the first layer comes with the growing of the blocks, the layers that pair rows 32 or more apart form one
+    (b/32 x b/32) matrix per block and low index (applied by a batched product over the high index), and the
+    layers that pair rows less than 32 apart one 32 x 32 matrix per group of 32 rows (a plain batched product)."""
+    B, N = w.shape[0], w.shape[-1]
+    z, t, ws = torch.ones(B, N, 1, 1, dtype=w.dtype, device=w.device), 0, w.unbind(1)
+    for s in range(k):
+        b, c = 2 ** (s + 1), 2 ** s
+        nb, m = N // b, c // 2
+        z = _grow_and_mix(z, ws[t].view(B, nb, 2, c)[:, :, 0]); t += 1
+        if m >= _GROUP:
+            h = b // _GROUP
+            H = torch.eye(h, dtype=w.dtype, device=w.device).expand(B, nb, _GROUP, h, h)
+            while m >= _GROUP:
+                mh = m // _GROUP
+                a = ws[t].view(B, nb, h, _GROUP).transpose(-1, -2).reshape(B, nb, _GROUP, h // (2 * mh), 2, mh)
+                H = _mix_row_pairs(H, mh, a[..., 0, :].unsqueeze(-1)); t += 1
+                m //= 2
+            z = torch.einsum("bqlij,bqjlc->bqilc", H, z.view(B, nb, h, _GROUP, b)).reshape(B, nb, b, b)
+        if m >= 1:
+            g = min(b, _GROUP)
+            L = torch.eye(g, dtype=w.dtype, device=w.device).expand(B, nb, b // g, g, g)
+            while m >= 1:
+                a = ws[t].view(B, nb, b // g, g // (2 * m), 2, m)
+                L = _mix_row_pairs(L, m, a[..., 0, :].unsqueeze(-1)); t += 1
+                m //= 2
+            z = torch.matmul(L, z.view(B, nb, b // g, g, b)).view(B, nb, b, b)
+    return z.view(B, N, N)
+
+_MATMUL_MIN = 256   # wires from which `_bitonic_matmul` is the faster form
+
 def bitonic_permutation(w, n):
     "Relaxed permutation (B, n, n) of the bitonic network on n wires from its mixing weights w (B, T, n); padded to 2^k with idle virtual wires."
     k = math.ceil(math.log2(n))
     pad = 2 ** k - n
     wp = torch.nn.functional.pad(w, (pad, 0), value=1.0) if pad else w
-    return _BitonicPermutation.apply(wp.contiguous(), k)[:, pad:, pad:].transpose(-2, -1)
+    z = _bitonic_matmul(wp, k) if 2 ** k >= _MATMUL_MIN else _BitonicPermutation.apply(wp.contiguous(), k)
+    return z[:, pad:, pad:].transpose(-2, -1)
 
 # %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #ff18fc5d
 def _to_layout(z, layout, r):

@@ -301,3 +301,33 @@ def test_banded_path_gradcheck_and_default_dispatch(device):
     P = soft_permutation(y, "odd_even", 5.0)
     torch.testing.assert_close(P.sum(-1), torch.ones(2, 64, device=device, dtype=torch.float64))
     torch.testing.assert_close(torch.einsum("bi,bij->bj", y, P), soft_sort(y, "odd_even", 5.0))
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 6, 7, 9])
+def test_bitonic_matmul_matches_block_form(k, device):
+    "The matrix-product form of the bitonic permutation (stages as 32 x 32 and (b/32) x (b/32) matrices) equals the in-place block form; gradients too."
+    from diffalg.sorting import _BitonicPermutation, _bitonic_matmul
+    torch.manual_seed(k)
+    N = 2 ** k
+    w = torch.rand(2, k * (k + 1) // 2, N, device=device, dtype=torch.float64, requires_grad=True)
+    ref = _BitonicPermutation.apply(w, k)
+    out = _bitonic_matmul(w, k)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    g = torch.randn_like(ref)
+    torch.testing.assert_close(torch.autograd.grad(out, w, g)[0], torch.autograd.grad(ref, w, g)[0], rtol=0, atol=1e-11)
+
+
+def test_bitonic_matmul_gradcheck_and_default_dispatch(device):
+    from diffalg.sorting import _BitonicPermutation, _bitonic_matmul, _MATMUL_MIN
+    torch.manual_seed(4)
+    w = torch.rand(1, 21, 64, device=device, dtype=torch.float64, requires_grad=True)   # k = 6: both kinds of stage
+    assert torch.autograd.gradcheck(lambda w_: _bitonic_matmul(w_, 6)[:, ::7, ::5], (w,))
+    assert torch.autograd.gradgradcheck(lambda w_: _bitonic_matmul(w_, 6)[:, ::9, ::11], (w,))
+    # n = 300 (padded to 512 >= _MATMUL_MIN) takes the matrix-product form: same P as the block form
+    assert _MATMUL_MIN <= 512
+    x = torch.randn(2, 300, device=device, dtype=torch.float64)
+    r = diff_sort(x, "bitonic", steepness=5.0)
+    wp = torch.nn.functional.pad(r._w, (212, 0), value=1.0)
+    ref = _BitonicPermutation.apply(wp.contiguous(), 9)[:, 212:, 212:].transpose(-2, -1)
+    torch.testing.assert_close(r.permutation, ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(torch.einsum("bi,bij->bj", x, r.permutation), r.values)
