@@ -92,9 +92,10 @@ def train_step_fn(model, batch, in_dim):
     return step
 
 
-def interleaved_medians(fns, repeats, warmup=2):
+def interleaved_medians(fns, repeats, warmup=2, block=1):
     """Median wall and CPU (process, all threads) seconds per call of each function in dict `fns`, timed in
-    alternation (a shared machine's load hits all alike; CPU time does not count the time others use the cores)."""
+    alternation (a shared machine's load hits all alike; CPU time does not count the time others use the cores).
+    Each sample is the mean over `block` consecutive calls of one function (steady state, as in training)."""
     import statistics
     import time
     for fn in fns.values():
@@ -104,9 +105,10 @@ def interleaved_medians(fns, repeats, warmup=2):
     for _ in range(repeats):
         for k, fn in fns.items():
             t0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-            cpu[k].append(time.process_time() - c0)
+            for _ in range(block):
+                fn()
+            times[k].append((time.perf_counter() - t0) / block)
+            cpu[k].append((time.process_time() - c0) / block)
     return {k: statistics.median(v) for k, v in times.items()}, {k: statistics.median(v) for k, v in cpu.items()}
 
 
@@ -146,6 +148,8 @@ def main():
     ap.add_argument("--images", type=int, default=65536, help="batch for the inference throughput")
     ap.add_argument("--difflogic-src", default=os.environ.get("DIFFLOGIC_SRC"),
                     help="folder holding difflogic's package sources (its `difflogic/` directory)")
+    ap.add_argument("--block", type=int, default=1,
+                    help="training step: each timed sample is the mean of this many consecutive steps of one side (default 1: the sides alternate step by step)")
     ap.add_argument("--quick", action="store_true", help="width 2000, 3 repeats, 16,384 images")
     args = ap.parse_args()
     if args.quick:
@@ -160,14 +164,14 @@ def main():
     rows = []
     steps = {kind: train_step_fn(build(kind, in_dim, args.width, difflogic_src=args.difflogic_src), args.batch, in_dim)
              for kind in ("diffalg", peer)}
-    times, cpu = interleaved_medians(steps, args.repeats)
+    times, cpu = interleaved_medians(steps, args.repeats, block=args.block)
     for kind in ("diffalg", peer):
         rows.append({"implementation": kind + (" (python)" if kind == "difflogic" else ""),
                      "step ms": 1e3 * times[kind], "speed-up": times[peer] / times[kind],
                      "step CPU ms": 1e3 * cpu[kind], "CPU speed-up": cpu[peer] / cpu[kind],
                      "step peak MiB": step_peak_mib(kind, in_dim, args.width, args.batch, args.difflogic_src)})
     print(f"\nTraining step (forward+backward, batch {args.batch}) of LogicLayer({in_dim}, {args.width}) -> "
-          f"LogicLayer({args.width}, {args.width}) -> GroupSum(10, 10); median of {args.repeats}, the two timed in alternation; "
+          f"LogicLayer({args.width}, {args.width}) -> GroupSum(10, 10); median of {args.repeats} samples of {args.block} consecutive step(s), the two sides alternating; "
           "step CPU ms = process CPU time of both threads; "
           "step peak MiB = growth of the resident memory during the first step, fresh process")
     print(table(rows, ["implementation", "step ms", "speed-up", "step CPU ms", "CPU speed-up", "step peak MiB"]))

@@ -2,6 +2,7 @@
 AlgoVision (`pip install algovision`) at equal settings when it is installed.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_relax.py [--quick] [--repeats R] [--threads T]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_relax.py --train-step   # whole training steps of the ranking chapter
 
 Times: median of `--repeats` runs, both implementations measured alternately in this one process.
 Memory: "graph MB" is the size of the distinct tensor storages that autograd saves for the backward
@@ -147,14 +148,60 @@ def median_time(run, repeats):
     return statistics.median(times)
 
 
+def train_steps(repeats, block=10):
+    """A whole training step of the relaxation chapter's ranking experiment (sample 100 sets of 5 numbers,
+    the 16-channel scorer, expected-swaps loss, backward, Adam), with diffalg's and with AlgoVision's
+    relaxed bubble sort as the loss; the same data, CNN and optimizer, timed in alternating blocks."""
+    from diffalg.data import digits_numbers
+    from diffalg.ranking import NumberScorer
+    train = digits_numbers("train")
+    algo = algovision_bubble_sort(BETA)
+    losses = {"diffalg": lambda s: bubble_sort(s, steepness=BETA, epsilon=EPSILON)[2].mean(),
+              "algovision": lambda s: algo(s)[-1].mean()}
+    steps = {}
+    for impl, loss_fn in losses.items():
+        torch.manual_seed(0)
+        gen = torch.Generator().manual_seed(0)
+        model = NumberScorer(channels=16)
+        model(train.sample_ranking(5, 2, gen)[0])
+        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+        def step(model=model, opt=opt, gen=gen, loss_fn=loss_fn):
+            images, values = train.sample_ranking(5, 100, generator=gen)
+            order = values.argsort(-1)
+            scores = model(torch.take_along_dim(images, order[:, :, None, None, None], 1))
+            loss = loss_fn(scores)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        steps[impl] = step
+    times = {impl: [] for impl in steps}
+    for impl, step in steps.items():
+        for _ in range(3):
+            step()
+    for _ in range(repeats):
+        for impl, step in steps.items():
+            t0 = time.perf_counter()
+            for _ in range(block):
+                step()
+            times[impl].append((time.perf_counter() - t0) / block)
+    ms = {impl: 1e3 * statistics.median(v) for impl, v in times.items()}
+    print(f"training step of the ranking chapter (batch 100 sets of 5, 16-channel scorer, Adam), median of {repeats} "
+          f"blocks of {block} steps: diffalg {ms['diffalg']:.1f} ms, AlgoVision {ms['algovision']:.1f} ms; "
+          f"1,500 steps: {1.5 * ms['diffalg']:.0f} s vs {1.5 * ms['algovision']:.0f} s")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats and only the small cases")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pairwise", action="store_true", help="also time the shortest path with the pairwise minimum")
+    ap.add_argument("--train-step", action="store_true",
+                    help="only time whole training steps of the ranking chapter with each bubble sort as the loss (needs algovision)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.train_step:
+        return train_steps(args.repeats or 5)
     repeats = args.repeats or (3 if args.quick else 7)
     cases = ["bubble_n5", "shortest_path_12x12"] if args.quick else ["bubble_n5", "bubble_n16", "bubble_n32", "shortest_path_12x12"]
     if args.pairwise:

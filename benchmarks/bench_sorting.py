@@ -148,6 +148,7 @@ def main():
     ap.add_argument("--only", metavar="TEXT", action="append", help="run only the cases whose name contains TEXT (repeatable), e.g. 'perm odd_even n=256'")
     ap.add_argument("--values-inproc", action="store_true", help="only the values-only paths, side by side in one process")
     ap.add_argument("--threads", type=int, default=0, help="with --values-inproc: torch threads (0 = default)")
+    ap.add_argument("--json", metavar="PATH", help="also write every measurement (and the machine's load) to this JSON file")
     args = ap.parse_args()
     if args.values_inproc:
         return values_inproc(args)
@@ -165,13 +166,15 @@ def main():
     header = f"{'case':34s} {'side':10s} {'time s':>9s} {'peak MB':>9s} {'base MB':>8s} {'speedup':>8s} {'mem ratio':>9s} {'max|diff|':>10s}"
     print(header)
     print("-" * len(header))
-    sweep = {}
+    sweep, records = {}, []
+    load_before = os.getloadavg()
     for kind, net, n, batch, k in cases:
         name = f"{kind} {net} n={n} B={batch}" + (f" k={k}" if k else "")
         if args.only and not any(text in name for text in args.only):
             continue
         big = n * n * batch > 2 ** 24 and kind != "values"
         mine = run_case({"side": "diffalg", "kind": kind, "net": net, "n": n, "batch": batch, "k": k, "repeats": 3}, args.timeout)
+        records.append({"case": name, "kind": kind, "net": net, "n": n, "batch": batch, "k": k, "side": "diffalg", **mine})
         if kind == "perm" and net == "bitonic" and batch == 8:
             sweep.setdefault("diffalg", {})[n] = mine.get("median_s")
         print(f"{name:34s} {'diffalg':10s} {mine.get('median_s', float('nan')):9.4f} {mine.get('peak_mb', float('nan')):9.0f} {mine.get('base_mb', float('nan')):8.0f}", mine.get("error", ""), flush=True)
@@ -186,6 +189,7 @@ def main():
                 continue
             res = run_case({"side": peer, "kind": kind, "net": net, "n": n, "batch": batch, "k": k,
                             "repeats": 1 if big else 3, "compare": peer != "torchsort"}, args.timeout)
+            records.append({"case": name, "kind": kind, "net": net, "n": n, "batch": batch, "k": k, "side": peer, **res})
             if "error" in res:
                 print(f"{name:34s} {peer:10s} {res['error']}")
                 continue
@@ -196,6 +200,16 @@ def main():
             diff = res.get("max_abs_diff")
             print(f"{name:34s} {peer:10s} {res['median_s']:9.4f} {res['peak_mb']:9.0f} {res['base_mb']:8.0f} {speed:7.1f}x {mem:8.1f}x "
                   f"{'' if diff is None else f'{diff:10.1e}'}", flush=True)
+    if args.json:
+        import datetime
+        import json
+        with open(args.json, "w") as f:
+            json.dump({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
+                       "command": "python benchmarks/bench_sorting.py " + " ".join(sys.argv[1:]),
+                       "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"), "torch": __import__("importlib.metadata").metadata.version("torch"),
+                       "load_average_before": load_before, "load_average_after": os.getloadavg(),
+                       "records": records}, f, indent=1)
+        print(f"measurements written to {args.json}")
     if args.plot and sweep:
         import matplotlib
         matplotlib.use("Agg")

@@ -183,8 +183,9 @@ def packed_forward(circuit, x, chunk_words=None):
     "Bit-packed discrete path of `circuit` on binary `x` (batch, in_dim), on x's device: counts (batch, k) or bits."
     by = check_bits(x, circuit.in_dim).contiguous().view(torch.uint8)
     dev = by.device
-    if chunk_words is None:     # CPU: chunks of 512 samples stay in the caches; GPU: large chunks fill the device
-        chunk_words = 8 if dev.type == "cpu" else 4096
+    if chunk_words is None:     # CPU, one thread: chunks of 512 samples stay in the caches; several threads: chunks of 4,096
+        # samples, so that each operation is large enough to pay for waking the other threads; GPU: large chunks fill the device
+        chunk_words = (8 if torch.get_num_threads() == 1 else 64) if dev.type == "cpu" else 4096
     chunk_words = check_int(chunk_words, "chunk_words", minimum=1)
     if getattr(circuit, "_plan_device", None) != dev:
         layers, leaf = packed_plan(circuit)

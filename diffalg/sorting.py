@@ -572,24 +572,38 @@ class RelaxedSort:
         if flat.dtype in _LOW_PRECISION:
             flat = flat.float()
         self._src, self._src_version, self._steepness = flat, flat._version, steepness
-        self._ws, self._stacked = None, None
-        if isinstance(steepness, numbers.Real) and _values_plan(self.network) is not None:
-            values = _NetworkValues.apply(-flat if descending else flat, self.network, float(steepness), self.distribution)
-        else:
-            values, self._ws = _network_values(-flat if descending else flat, self.network, steepness, self.distribution, stack=False)
-        self._values = -values if descending else values
+        self._ws, self._stacked, self._values = None, None, None     # computed on first use
+
+    def _input(self):
+        "The flattened input (negated for descending order), checked to be unchanged since construction."
+        if self._src._version != self._src_version:
+            raise RuntimeError("`x` was modified in place after `diff_sort`; compute the values, permutation, ranks or top-k before changing it")
+        return -self._src if self.descending else self._src
+
+    def _run_network(self):
+        "One out-of-place run of the network: per-wire weights (kept) and the values (kept unless already computed)."
+        values, self._ws = _network_values(self._input(), self.network, self._steepness, self.distribution, stack=False)
+        if self._values is None:
+            self._values = -values if self.descending else values
 
     @property
     def _w(self):
         "Per-wire mixing weights (B, depth, n), computed and stacked on first use (the values alone never need them)."
         if self._stacked is None:
             if self._ws is None:
-                if self._src._version != self._src_version:
-                    raise RuntimeError("`x` was modified in place after `diff_sort`; compute the permutation, ranks or top-k before changing it")
-                flat = -self._src if self.descending else self._src
-                self._ws = _network_values(flat, self.network, self._steepness, self.distribution, stack=False)[1]
+                self._run_network()
             self._stacked = torch.stack(self._ws, 1)
         return self._stacked
+
+    def _flat_values(self):
+        "Sorted values (B, n): from the in-place values-only network when nothing else is needed yet, else from the run that made the weights."
+        if self._values is None:
+            if isinstance(self._steepness, numbers.Real) and _values_plan(self.network) is not None:
+                values = _NetworkValues.apply(self._input(), self.network, float(self._steepness), self.distribution)
+                self._values = -values if self.descending else values
+            else:
+                self._run_network()
+        return self._values
 
     def _shape(self, t):
         return t.to(self.dtype).reshape(*self.batch_shape, *t.shape[1:])
@@ -606,7 +620,7 @@ class RelaxedSort:
     @property
     def values(self):
         "Relaxed sorted values, the shape of `x` (ascending along `dim`, or descending)."
-        return self._shape(self._values).movedim(-1, self.dim)
+        return self._shape(self._flat_values()).movedim(-1, self.dim)
 
     @property
     def permutation(self):
@@ -695,4 +709,5 @@ class DiffSortNet(torch.nn.Module):
         if vectors.shape[-1] != self.size:
             raise ValueError(f"`vectors` must have size {self.size} (the network's size) in its last dimension, got shape {tuple(vectors.shape)}")
         r = RelaxedSort(vectors, self.sorting_network, self.steepness, self.distribution)
-        return r.values, r.permutation
+        P = r.permutation                                # first: the run that makes its weights gives the values too
+        return r.values, P

@@ -76,6 +76,23 @@ def test_lazy_weights_refuse_input_modified_in_place():
     x.add_(1.0)
     with pytest.raises(RuntimeError, match="modified in place"):
         r.permutation
+    with pytest.raises(RuntimeError, match="modified in place"):
+        r.values
+
+
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize("kind", ["odd_even", "bitonic"])
+def test_values_the_same_whichever_output_comes_first(kind, descending):
+    "Values asked first come from the in-place values network, after the permutation from the run that made the weights: equal, gradients too."
+    x = torch.randn(4, 11, dtype=torch.float64, requires_grad=True)
+    a = diff_sort(x, kind, 5.0, descending=descending)
+    va = a.values
+    b = diff_sort(x, kind, 5.0, descending=descending)
+    b.permutation
+    vb = b.values
+    torch.testing.assert_close(va, vb, rtol=0, atol=1e-12)
+    g = torch.randn_like(va)
+    torch.testing.assert_close(torch.autograd.grad(va, x, g)[0], torch.autograd.grad(vb, x, g)[0], rtol=0, atol=1e-12)
 
 
 def test_values_plan_only_for_pair_networks():
