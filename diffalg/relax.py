@@ -254,7 +254,7 @@ class Relaxation:
         n = x.shape[-1]
         valid = mask
         if mask is not None:                                    # excluded entries: finite, and always lose
-            x = torch.where(mask, x, torch.zeros_like(x))
+            x = torch.where(mask, x, 0.0)
         m = 1 << (n - 1).bit_length()
         if m > n:                                               # pad with excluded entries
             x = torch.nn.functional.pad(x, (0, m - n))
@@ -265,9 +265,9 @@ class Relaxation:
         while x.shape[-1] > 1:
             a, b = x[..., 0::2], x[..., 1::2]
             p = self.le(a, b)                                   # P(a wins) = P(a < b); hard: a <= b
-            if valid is not None:
+            if valid is not None:                               # p where both play, 0 if only b does, 1 if b does not
                 va, vb = valid[..., 0::2], valid[..., 1::2]
-                p = torch.where(vb, torch.where(va, p, 0.0), 1.0)
+                p = torch.addcmul((~vb).to(p.dtype), p, (va & vb).to(p.dtype))   # one recorded op (exact: masks are 0/1)
                 valid = va | vb
             x = torch.lerp(b, a, p)                             # p a + (1 - p) b, exact at p = 0 and 1
             if weights:
