@@ -8,6 +8,7 @@ Set OMP_WAIT_POLICY=PASSIVE on a shared machine. Outputs of both sides are compa
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_sorting.py            # the issue's sizes (slow: diffsort takes minutes)
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_sorting.py --only "perm odd_even n=256" --max-peer-gb 9   # one case
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_sorting.py --values-inproc --threads 1   # values paths interleaved in one process
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_sorting.py --only "perm odd_even n=256" --flush-denormal   # torch.set_flush_denormal(True) on both sides
 """
 import argparse
 import json
@@ -21,6 +22,8 @@ import torch
 torch.manual_seed(0)
 case = json.loads(sys.argv[1])
 side, kind, net, n, batch, k, repeats = case["side"], case["kind"], case["net"], case["n"], case["batch"], case.get("k"), case["repeats"]
+if case.get("flush"):
+    torch.set_flush_denormal(True)   # subnormal numbers as zero, on the main thread (both sides alike)
 base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 x0 = torch.randn(batch, n)
 
@@ -149,6 +152,7 @@ def main():
     ap.add_argument("--values-inproc", action="store_true", help="only the values-only paths, side by side in one process")
     ap.add_argument("--threads", type=int, default=0, help="with --values-inproc: torch threads (0 = default)")
     ap.add_argument("--json", metavar="PATH", help="also write every measurement (and the machine's load) to this JSON file")
+    ap.add_argument("--flush-denormal", action="store_true", help="torch.set_flush_denormal(True) in every case's process (both sides)")
     args = ap.parse_args()
     if args.values_inproc:
         return values_inproc(args)
@@ -162,7 +166,8 @@ def main():
         cases += [("perm", "bitonic", n, 8, None) for n in (8, 16, 32, 64, 128, 256, 512)]
     peers = {"perm": ["diffsort"], "values": ["diffsort", "torchsort"], "topk": ["difftopk"]}
     print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, torch threads default; float32, steepness 10, cauchy; "
-          f"time = forward + backward, median; peak = max RSS of a fresh process (MB), base = RSS after import")
+          + ("subnormals flushed (torch.set_flush_denormal); " if args.flush_denormal else "")
+          + f"time = forward + backward, median; peak = max RSS of a fresh process (MB), base = RSS after import")
     header = f"{'case':34s} {'side':10s} {'time s':>9s} {'peak MB':>9s} {'base MB':>8s} {'speedup':>8s} {'mem ratio':>9s} {'max|diff|':>10s}"
     print(header)
     print("-" * len(header))
@@ -173,7 +178,8 @@ def main():
         if args.only and not any(text in name for text in args.only):
             continue
         big = n * n * batch > 2 ** 24 and kind != "values"
-        mine = run_case({"side": "diffalg", "kind": kind, "net": net, "n": n, "batch": batch, "k": k, "repeats": 3}, args.timeout)
+        mine = run_case({"side": "diffalg", "kind": kind, "net": net, "n": n, "batch": batch, "k": k, "repeats": 3,
+                         "flush": args.flush_denormal}, args.timeout)
         records.append({"case": name, "kind": kind, "net": net, "n": n, "batch": batch, "k": k, "side": "diffalg", **mine})
         if kind == "perm" and net == "bitonic" and batch == 8:
             sweep.setdefault("diffalg", {})[n] = mine.get("median_s")
@@ -188,7 +194,7 @@ def main():
                 print(f"{name:34s} {peer:10s} (skipped: dense matrices need ~{est_gb:.0f} GB > --max-peer-gb {args.max_peer_gb:g})")
                 continue
             res = run_case({"side": peer, "kind": kind, "net": net, "n": n, "batch": batch, "k": k,
-                            "repeats": 1 if big else 3, "compare": peer != "torchsort"}, args.timeout)
+                            "repeats": 1 if big else 3, "compare": peer != "torchsort", "flush": args.flush_denormal}, args.timeout)
             records.append({"case": name, "kind": kind, "net": net, "n": n, "batch": batch, "k": k, "side": peer, **res})
             if "error" in res:
                 print(f"{name:34s} {peer:10s} {res['error']}")
@@ -207,7 +213,7 @@ def main():
             json.dump({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
                        "command": "python benchmarks/bench_sorting.py " + " ".join(sys.argv[1:]),
                        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"), "torch": __import__("importlib.metadata").metadata.version("torch"),
-                       "load_average_before": load_before, "load_average_after": os.getloadavg(),
+                       "flush_denormal": args.flush_denormal, "load_average_before": load_before, "load_average_after": os.getloadavg(),
                        "records": records}, f, indent=1)
         print(f"measurements written to {args.json}")
     if args.plot and sweep:

@@ -5,11 +5,13 @@ __all__ = ['relaxed_swap', 'bitonic_permutation', 'RelaxedSort', 'diff_sort', 's
            'soft_topk_mask', 'permutation_targets', 'sort_loss', 'DiffSortNet']
 
 # %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #1a88a53e
+import contextlib
 import math
 import numbers
+import threading
 import torch
 from .checks import check_tensor, check_positive, check_int, check_choice
-from .distributions import get_distribution, Distribution
+from .distributions import get_distribution, Distribution, Cauchy
 from .sorting_networks import (SortingNetwork, odd_even_network, bitonic_network,
                                       get_sorting_network, draw_network, NETWORK_TYPES)
 
@@ -63,6 +65,30 @@ def _network_values(x, network, steepness, dist, stack=True):
     return x, (torch.stack(ws, 1) if stack else ws)
 
 # %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #8a293e4e
+_SERIAL_MAX = 2 ** 18          # elements per operation below which one intra-op thread is faster than waking a second
+_serial_lock, _serial_state = threading.Lock(), [0, 1]   # [depth, saved thread count]
+
+@contextlib.contextmanager
+def _serial_for(t, numel=None):
+    """Run the block on one intra-op thread when t is a CPU tensor and the block's operations are small (`numel` numbers each,
+    default t.numel()). Loops of hundreds of small operations (a network's layers) otherwise pay for waking the thread pool in
+    every operation; with OMP_WAIT_POLICY=PASSIVE that costs tens of microseconds per operation, more than the work. Nested and thread-safe."""
+    if t.device.type != "cpu" or (t.numel() if numel is None else numel) > _SERIAL_MAX or torch.get_num_threads() == 1:
+        yield
+        return
+    with _serial_lock:
+        if _serial_state[0] == 0:
+            _serial_state[1] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _serial_state[0] += 1
+    try:
+        yield
+    finally:
+        with _serial_lock:
+            _serial_state[0] -= 1
+            if _serial_state[0] == 0:
+                torch.set_num_threads(_serial_state[1])
+
 def _mix_rows(z, partner, w):
     "One layer applied to the rows of z (B, n, m): z'[i] = w[i] z[i] + (1 - w[i]) z[partner[i]]."
     return torch.lerp(z[:, partner], z, w.unsqueeze(-1))
@@ -188,7 +214,13 @@ class _BandProduct(torch.autograd.Function):
     def forward(ctx, wg, offsets, n):
         ctx.save_for_backward(wg)
         ctx.offsets, ctx.n = offsets, n
-        return _BandProduct._run(wg, offsets, n)[-1]
+        with _serial_for(wg, _BandProduct._op_size(wg, offsets, n)):
+            return _BandProduct._run(wg, offsets, n)[-1]
+
+    @staticmethod
+    def _op_size(wg, offsets, n):
+        "Numbers in an average layer's operation: a layer touches about K + 2 of the 2K + 1 diagonals of n/2 row pairs."
+        return wg.shape[0] * (n // 2) * (len(offsets) + 2)
 
     @staticmethod
     def _run(wg, offsets, n, keep=False):
@@ -215,10 +247,16 @@ class _BandProduct(torch.autograd.Function):
         wg, = ctx.saved_tensors
         if torch.is_grad_enabled():                      # create_graph=True
             return _plain_vjp(ctx, (wg,), g, lambda w_: _band_product(w_, ctx.offsets, ctx.n))[0], None, None
-        diffs, n, K = _BandProduct._run(wg, ctx.offsets, ctx.n, keep=True)[:-1], ctx.n, len(ctx.offsets)
+        with _serial_for(wg, _BandProduct._op_size(wg, ctx.offsets, ctx.n)):
+            return _BandProduct._backward(wg, ctx.offsets, ctx.n, g), None, None
+
+    @staticmethod
+    def _backward(wg, offsets, n, g):
+        "The backward pass: the states recomputed with each layer's row differences, then the layers' adjoints in reverse."
+        diffs, K = _BandProduct._run(wg, offsets, n, keep=True)[:-1], len(offsets)
         gw, g = torch.zeros_like(wg), g.clone()
         for t in range(K - 1, -1, -1):
-            o = ctx.offsets[t]
+            o = offsets[t]
             p = (n - o) // 2
             gtop, gbot = _band_views(g, o, p, K - t - 1, K + t + 1)
             dg = gtop - gbot
@@ -226,7 +264,7 @@ class _BandProduct(torch.autograd.Function):
             dg.mul_(1 - wg[:, t, o:o + 2 * p:2].unsqueeze(-1))   # the layer's adjoint is the same mixing
             gtop.sub_(dg)
             gbot.add_(dg)
-        return gw, None, None
+        return gw
 
 def _banded_chain(w, start, order, specs, b=32):
     "`_LayerChain` for networks of adjacent-pair layers (odd-even), b layers at a time: their product is block-tridiagonal with b x b blocks, applied by batched matrix products."
@@ -354,62 +392,55 @@ class _BitonicPermutation(torch.autograd.Function):
                 g = _block_shrink_grad(g)
         return gw, None
 
-def _mix_row_pairs(z, m, a):
-    "Out of place: rows i and i xor m of every group of 2m rows of z (..., g, c) mixed, with a (..., g/(2m), m, 1) = alpha of each pair's upper row."
-    *lead, g, c = z.shape
-    zv = z.view(*lead, g // (2 * m), 2, m, c)
-    top, bot = zv[..., 0, :, :], zv[..., 1, :, :]
-    return torch.stack([torch.lerp(bot, top, a), torch.lerp(top, bot, a)], -3).view(z.shape)
+def _butterfly_factors(ws, K, transpose=False):
+    """Two factors whose broadcast product, viewed (B, M, 2^K, 2^K), is the product S = M_last ... M_first of K pair layers on
+    each of M blocks of 2^K wires (its transpose with `transpose`); layer j pairs the wires whose index in the block differs in
+    bit K - 1 - j and has per-wire weights ws[j] (B, M, 2^K) (both wires of a pair carry its alpha). The layers on the high
+    bits come first and keep the low bits; the later ones keep the high bits. So S[(hi, lo), (hj, lj)] = Low_hi[lo, lj] High_lj[hi, hj]
+    with the two halves' matrices, built the same way; both factors are laid out in the product's order, which makes it contiguous."""
+    B, M = ws[0].shape[:2]
+    m = K // 2
+    h, l = 2 ** (K - m), 2 ** m
+    low_ws = [x.reshape(B, M * h, l) for x in ws[K - m:]]
+    high = _butterfly([x.view(B, M, h, l).transpose(-1, -2).reshape(B, M * l, h) for x in ws[:K - m]], K - m).view(B, M, l, h, h)   # [lj, hi, hj]
+    if transpose:                                  # S^T[(hj, lj), (hi, lo)]
+        low = _butterfly(low_ws, m, transpose=True).view(B, M, h, l, l).transpose(2, 3).contiguous()      # [lj, hi, lo]
+        return low.unsqueeze(2), high.permute(0, 1, 4, 2, 3).contiguous().unsqueeze(-1)                    # [hj, lj, hi]
+    low = _butterfly(low_ws, m).view(B, M, h, l, l)                                                        # [hi, lo, lj]
+    return low.unsqueeze(4), high.permute(0, 1, 3, 4, 2).contiguous().unsqueeze(3)                         # [hi, hj, lj]
 
-def _grow_and_mix(z, a):
-    "Blocks (B, nb, c, c) -> (B, nb/2, 2c, 2c): neighbouring blocks on the diagonal with rows i and i + c mixed (alpha a (B, nb/2, c) of row i), in one product."
-    B, nb, c, _ = z.shape
-    A = a.unsqueeze(-1)
-    coef = torch.stack([torch.cat([A, 1 - A], -1), torch.cat([1 - A, A], -1)], 2)   # (B, nb/2, row half, c, column half)
-    Z = z.view(B, nb // 2, 2, c, c).transpose(2, 3).unsqueeze(2)                    # Z[..., i, q, j] = block q [i, j]
-    return (coef.unsqueeze(-1) * Z).reshape(B, nb // 2, 2 * c, 2 * c)
+def _butterfly(ws, K, transpose=False):
+    "The product of `_butterfly_factors`, (B, M, 2^K, 2^K); for K = 1 the 2 x 2 mixing matrices themselves (symmetric)."
+    B, M = ws[0].shape[:2]
+    if K == 1:
+        a = ws[0][..., 0]
+        return torch.stack([a, 1 - a, 1 - a, a], -1).view(B, M, 2, 2)
+    low, high = _butterfly_factors(ws, K, transpose)
+    return (low * high).view(B, M, 2 ** K, 2 ** K)
 
-_GROUP = 32   # rows whose index differs only in the low 5 bits: their layers are applied as one 32 x 32 matrix
-
-def _bitonic_matmul(w, k):
-    """`_BitonicPermutation`'s result by matrix products, autograd throughout: in stage s (blocks of b = 2^(s+1)),
-    the first layer comes with the growing of the blocks, the layers that pair rows 32 or more apart form one
-    (b/32 x b/32) matrix per block and low index (applied by a batched product over the high index), and the
-    layers that pair rows less than 32 apart one 32 x 32 matrix per group of 32 rows (a plain batched product)."""
+def _bitonic_butterfly(w, k):
+    """The transposed relaxed permutation R = P^T (B, N, N) of the bitonic network on N = 2^k wires from its weights w (B, T, N),
+    by matrix products, autograd throughout. Stage s (blocks of b = 2^(s+1) wires) multiplies every block by the b x b product
+    S_s of its s + 1 layers, a butterfly matrix: R_s = blockdiag(R_(s-1)) S_s^T, one batched product per stage."""
     B, N = w.shape[0], w.shape[-1]
-    z, t, ws = torch.ones(B, N, 1, 1, dtype=w.dtype, device=w.device), 0, w.unbind(1)
+    R, t, ws = None, 0, w.unbind(1)
     for s in range(k):
         b, c = 2 ** (s + 1), 2 ** s
-        nb, m = N // b, c // 2
-        z = _grow_and_mix(z, ws[t].view(B, nb, 2, c)[:, :, 0]); t += 1
-        if m >= _GROUP:
-            h = b // _GROUP
-            H = torch.eye(h, dtype=w.dtype, device=w.device).expand(B, nb, _GROUP, h, h)
-            while m >= _GROUP:
-                mh = m // _GROUP
-                a = ws[t].view(B, nb, h, _GROUP).transpose(-1, -2).reshape(B, nb, _GROUP, h // (2 * mh), 2, mh)
-                H = _mix_row_pairs(H, mh, a[..., 0, :].unsqueeze(-1)); t += 1
-                m //= 2
-            z = torch.einsum("bqlij,bqjlc->bqilc", H, z.view(B, nb, h, _GROUP, b)).reshape(B, nb, b, b)
-        if m >= 1:
-            g = min(b, _GROUP)
-            L = torch.eye(g, dtype=w.dtype, device=w.device).expand(B, nb, b // g, g, g)
-            while m >= 1:
-                a = ws[t].view(B, nb, b // g, g // (2 * m), 2, m)
-                L = _mix_row_pairs(L, m, a[..., 0, :].unsqueeze(-1)); t += 1
-                m //= 2
-            z = torch.matmul(L, z.view(B, nb, b // g, g, b)).view(B, nb, b, b)
-    return z.view(B, N, N)
+        ST = _butterfly([ws[t + j].view(B, N // b, b) for j in range(s + 1)], s + 1, transpose=True)
+        t += s + 1
+        R = ST if R is None else torch.matmul(R.view(B, N // b, 2, c, c), ST.view(B, N // b, 2, c, b)).view(B, N // b, b, b)
+    return R.view(B, N, N)
 
-_MATMUL_MIN = 256   # wires from which `_bitonic_matmul` is the faster form
+_MATMUL_MIN = 128   # wires from which `_bitonic_butterfly` is the faster form
 
 def bitonic_permutation(w, n):
     "Relaxed permutation (B, n, n) of the bitonic network on n wires from its mixing weights w (B, T, n); padded to 2^k with idle virtual wires."
     k = math.ceil(math.log2(n))
     pad = 2 ** k - n
     wp = torch.nn.functional.pad(w, (pad, 0), value=1.0) if pad else w
-    z = _bitonic_matmul(wp, k) if 2 ** k >= _MATMUL_MIN else _BitonicPermutation.apply(wp.contiguous(), k)
-    return z[:, pad:, pad:].transpose(-2, -1)
+    if 2 ** k >= _MATMUL_MIN:
+        return _bitonic_butterfly(wp, k)[:, pad:, pad:]
+    return _BitonicPermutation.apply(wp.contiguous(), k)[:, pad:, pad:].transpose(-2, -1)
 
 # %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #ff18fc5d
 def _to_layout(z, layout, r):
@@ -473,25 +504,62 @@ def _plan_views(z, step):
         zv = z[:, o:o + 2 * p].view(z.shape[0], p, 2, 1)
     return zv[:, :, 0], zv[:, :, 1]
 
+def _plan_layers(network):
+    "The layer index and storage layout (0 or 1) of each comparator step of `_values_plan(network)`. Cached."
+    if getattr(network, "_plan_layers", None) is None:
+        nonempty = [t for t, layer in enumerate(network.layers) if layer]
+        layout, out = 0, []
+        for step in _values_plan(network)[2]:
+            if step[0] == "layout":
+                layout = step[1]
+            elif step[0] in ("bits", "pairs"):
+                out.append((nonempty[len(out)], layout))
+        network._plan_layers = out
+    return network._plan_layers
+
+def _weights_layout(W, layers, r, to):
+    "Per-wire weights (B, depth, N) of the layers run on storage layout 1: storage order -> wire order (to = 0) or back (to = 1), in place."
+    ones = [t for t, layout in layers if layout == 1]
+    if ones:
+        B, T, N = W.shape
+        idx = torch.tensor(ones, device=W.device)
+        W[:, idx] = _to_layout(W[:, idx].reshape(-1, N), to, r).view(B, len(ones), N)
+    return W
+
+def _scratch(buf, like):
+    "The first like.numel() numbers of the contiguous buffer buf, shaped like `like`."
+    return buf.view(-1)[:like.numel()].view(like.shape)
+
 class _NetworkValues(torch.autograd.Function):
-    "Sorted values of a relaxed network of pair layers on x (B, n), in place on one working copy; saves one coefficient per comparator."
+    """Sorted values of a relaxed network of pair layers on x (B, n), in place on one working copy; saves one coefficient per comparator.
+    With `weights`, also the per-wire mixing weights w (B, depth, n) of `_network_values` (one more coefficient per comparator saved)."""
     @staticmethod
-    def forward(ctx, x, network, steepness, dist):
+    def forward(ctx, x, network, steepness, dist, weights=False):
         N, pad, _, r = _values_plan(network)
-        steps = _plan_on(network, x.device, x.dtype)
+        steps, layers = _plan_on(network, x.device, x.dtype), _plan_layers(network)
         need = ctx.needs_input_grad[0]
         base = type(dist)._step is Distribution._step      # F(steepness * u): the network is then positively homogeneous
-        cs = []
-        out = _NetworkValues._rows(x, steps, N, pad, r, steepness, dist, base, need, cs)
-        ctx.save_for_backward(x, *cs)
+        W = x.new_zeros(x.shape[0], network.depth, N) if weights else None   # 1 - weight: idle wires and empty layers keep weight 1
+        C = x.new_empty(len(layers), x.shape[0], N // 2) if need else None   # one block for all layers: no allocation per layer
+        Q = x.new_empty(len(layers), x.shape[0], N // 2) if need and weights else None
+        with _serial_for(x):
+            out = _NetworkValues._rows(x, steps, layers, N, pad, r, steepness, dist, base, C, Q, W)
+        ctx.save_for_backward(x, C, Q)
         ctx.network, ctx.steepness, ctx.dist = network, steepness, dist
-        return out
+        ctx.set_materialize_grads(False)                   # an unused output's gradient arrives as None
+        if not weights:
+            return out
+        W = _weights_layout(W, layers, r, 0)
+        return out, (W[:, :, pad:] if pad else W)
 
     @staticmethod
-    def _rows(x, steps, N, pad, r, steepness, dist, base, need, cs):
-        "The network on the rows x; appends each layer's coefficients to `cs`."
+    def _rows(x, steps, layers, N, pad, r, steepness, dist, base, C, Q, W):
+        "The network on the rows x; writes each layer's coefficients into C[layer step] (and, with weights W, d alpha / d z into Q), unless C is None."
         z = x * steepness if base else x
         z = torch.nn.functional.pad(z, (pad, 0)) if pad else z.contiguous() if base else z.clone(memory_format=torch.contiguous_format)   # never x itself
+        ubuf, obuf, tbuf = (z.new_empty(z.shape[0], N // 2) for _ in range(3))   # reused by every layer: a small, warm working set
+        cauchy, half, pi = base and type(dist) is Cauchy, z.new_tensor(0.5), z.new_tensor(math.pi)
+        i, need = 0, C is not None
         for step in steps:
             if step[0] == "layout":
                 z = _to_layout(z, step[1], r)
@@ -500,52 +568,80 @@ class _NetworkValues(torch.autograd.Function):
                 z.mul_(step[1])
                 continue
             top, bot = _plan_views(z, step)
-            u = bot - top
-            if base:
-                alpha = dist._cdf(u)
+            u = torch.sub(bot, top, out=_scratch(ubuf, top))
+            slope = None
+            if cauchy:                                      # 1 - F(u) = 1/2 - atan(u)/pi, f(u) = 1 / (pi (1 + u^2)): fewer passes
+                om = torch.add(half, torch.atan(u, out=_scratch(obuf, top)), alpha=-1 / math.pi, out=_scratch(obuf, top))
+                if need:
+                    slope = torch.addcmul(pi, u, u, value=math.pi, out=_scratch(tbuf, top)).reciprocal_()   # 1 / (pi + pi u^2)
+            elif base:
+                om = torch.rsub(dist._cdf(u), 1)            # 1 - alpha: the share that crosses over
+                slope = dist._pdf(u) if need else None
             else:
                 with torch.enable_grad():
                     uu = u.detach().requires_grad_(need)
                     alpha = dist._step(uu, steepness)
-                    dstep = torch.autograd.grad(alpha, uu, torch.ones_like(alpha))[0] if need else None
-                alpha = alpha.detach()
-            om = torch.rsub(alpha, 1)                       # 1 - alpha: the share that crosses over
+                    slope = torch.autograd.grad(alpha, uu, torch.ones_like(alpha))[0] if need else None
+                om = torch.rsub(alpha.detach(), 1)
             idle = step[2] if step[0] == "bits" else None
             if idle is not None:
-                om.view(om.shape[0], -1).index_fill_(1, idle, 0)   # comparators on virtual wires stay idle
+                om.view(om.shape[0], -1).index_fill_(1, idle, 0)   # comparators on virtual wires stay idle (weight 1)
+            if W is not None:                               # W holds 1 - alpha until the end
+                for wire in _plan_views(W[:, layers[i][0]], step):
+                    wire.copy_(om)
+            if need:                                        # c = d/du of (1 - alpha(u)) u
+                c = torch.addcmul(om, u, slope, value=-1, out=_scratch(C[i], u))
+                if idle is not None:
+                    c.view(c.shape[0], -1).index_fill_(1, idle, 0)
+                if Q is not None:                           # d alpha / d z in the units of the backward's g (which carries the steepness)
+                    q = torch.mul(slope, steepness if base else 1, out=_scratch(Q[i], u))
+                    if idle is not None:
+                        q.view(q.shape[0], -1).index_fill_(1, idle, 0)
             top.addcmul_(om, u)
             bot.addcmul_(om, u, value=-1)
-            if need:                                        # c = d/du of (1 - alpha(u)) u
-                om.addcmul_(u, dist._pdf(u) if base else dstep, value=-1)
-                if idle is not None:
-                    om.view(om.shape[0], -1).index_fill_(1, idle, 0)
-                cs.append(om)
+            i += 1
         z = z[:, pad:]
+        if W is not None:
+            W.neg_().add_(1)
         return z.div_(steepness) if base else z
 
     @staticmethod
-    def backward(ctx, g):
-        x, *cs = ctx.saved_tensors
+    def backward(ctx, g, gw=None):
+        x, C, Q = ctx.saved_tensors
+        network = ctx.network
+        if g is None and gw is None:
+            return None, None, None, None, None
         if torch.is_grad_enabled():                      # create_graph=True: differentiate the out-of-place path
-            return _plain_vjp(ctx, (x,), g, lambda x_: _network_values(x_, ctx.network, ctx.steepness, ctx.dist, stack=False)[0])[0], None, None, None
-        N, pad, _, r = _values_plan(ctx.network)
-        steps = _plan_on(ctx.network, g.device, g.dtype)
-        return _NetworkValues._rows_back(g, steps, pad, r, cs), None, None, None
+            with torch.enable_grad():
+                outs = _network_values(x, network, ctx.steepness, ctx.dist)
+            ys, gys = zip(*[(y, gy) for y, gy in zip(outs, (g, gw)) if gy is not None])
+            return torch.autograd.grad(ys, x, gys, create_graph=True, allow_unused=True)[0], None, None, None, None
+        N, pad, _, r = _values_plan(network)
+        steps, layers = _plan_on(network, x.device, x.dtype), _plan_layers(network)
+        if gw is not None:                               # the weights' gradients in storage order
+            gw = torch.nn.functional.pad(gw, (pad, 0)) if pad else gw.clone()
+            gw = _weights_layout(gw, layers, r, 1)
+        with _serial_for(x):
+            return _NetworkValues._rows_back(x.new_zeros(x.shape) if g is None else g, steps, pad, r, C, Q, gw, layers), None, None, None, None
 
     @staticmethod
-    def _rows_back(g, steps, pad, r, cs):
-        "Backward of `_rows` for the gradient g, with the layers' coefficients cs (popped)."
+    def _rows_back(g, steps, pad, r, C, Q=None, gw=None, layers=None):
+        "Backward of `_rows` for the gradient g, with the layers' coefficients C; with the weights' gradients gw (storage order), adds d alpha / d z (Q) times them."
         g = torch.nn.functional.pad(g, (pad, 0)) if pad else g.clone(memory_format=torch.contiguous_format)   # the scaling by steepness cancels
-        for i in range(len(steps) - 1, -1, -1):
-            step = steps[i]
+        dbuf, i = g.new_empty(g.shape[0], g.shape[1] // 2), len(C)
+        for step in reversed(steps):
             if step[0] == "layout":
                 g = _to_layout(g, 1 - step[1], r)
                 continue
             if step[0] == "flip":
                 g.mul_(step[1])
                 continue
+            i -= 1
             gtop, gbot = _plan_views(g, step)
-            d = (gtop - gbot).mul_(cs.pop())
+            d = torch.sub(gtop, gbot, out=_scratch(dbuf, gtop)).mul_(_scratch(C[i], gtop))
+            if gw is not None:                           # alpha of the comparator reaches both of its wires' weights
+                wt, wb = _plan_views(gw[:, layers[i][0]], step)
+                d.addcmul_(_scratch(Q[i], gtop), wt + wb)
             gtop.sub_(d)
             gbot.add_(d)
         return g[:, pad:]
@@ -572,7 +668,7 @@ class RelaxedSort:
         if flat.dtype in _LOW_PRECISION:
             flat = flat.float()
         self._src, self._src_version, self._steepness = flat, flat._version, steepness
-        self._ws, self._stacked, self._values = None, None, None     # computed on first use
+        self._stacked, self._values = None, None     # computed on first use
 
     def _input(self):
         "The flattened input (negated for descending order), checked to be unchanged since construction."
@@ -580,25 +676,30 @@ class RelaxedSort:
             raise RuntimeError("`x` was modified in place after `diff_sort`; compute the values, permutation, ranks or top-k before changing it")
         return -self._src if self.descending else self._src
 
+    def _in_place(self):
+        "Whether the in-place path (`_NetworkValues`) runs this network: a plan exists and `steepness` is a number."
+        return isinstance(self._steepness, numbers.Real) and _values_plan(self.network) is not None
+
     def _run_network(self):
-        "One out-of-place run of the network: per-wire weights (kept) and the values (kept unless already computed)."
-        values, self._ws = _network_values(self._input(), self.network, self._steepness, self.distribution, stack=False)
+        "One run of the network for the per-wire weights (kept) and the values (kept unless already computed)."
+        if self._in_place():
+            values, self._stacked = _NetworkValues.apply(self._input(), self.network, float(self._steepness), self.distribution, True)
+        else:
+            values, self._stacked = _network_values(self._input(), self.network, self._steepness, self.distribution)
         if self._values is None:
             self._values = -values if self.descending else values
 
     @property
     def _w(self):
-        "Per-wire mixing weights (B, depth, n), computed and stacked on first use (the values alone never need them)."
+        "Per-wire mixing weights (B, depth, n), computed on first use (the values alone never need them)."
         if self._stacked is None:
-            if self._ws is None:
-                self._run_network()
-            self._stacked = torch.stack(self._ws, 1)
+            self._run_network()
         return self._stacked
 
     def _flat_values(self):
-        "Sorted values (B, n): from the in-place values-only network when nothing else is needed yet, else from the run that made the weights."
+        "Sorted values (B, n): from the values-only run when nothing else is needed yet, else from the run that made the weights."
         if self._values is None:
-            if isinstance(self._steepness, numbers.Real) and _values_plan(self.network) is not None:
+            if self._in_place():
                 values = _NetworkValues.apply(self._input(), self.network, float(self._steepness), self.distribution)
                 self._values = -values if self.descending else values
             else:

@@ -303,27 +303,45 @@ def test_banded_path_gradcheck_and_default_dispatch(device):
     torch.testing.assert_close(torch.einsum("bi,bij->bj", y, P), soft_sort(y, "odd_even", 5.0))
 
 
-@pytest.mark.parametrize("k", [1, 2, 5, 6, 7, 9])
-def test_bitonic_matmul_matches_block_form(k, device):
-    "The matrix-product form of the bitonic permutation (stages as 32 x 32 and (b/32) x (b/32) matrices) equals the in-place block form; gradients too."
-    from diffalg.sorting import _BitonicPermutation, _bitonic_matmul
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 6, 7, 9])
+def test_bitonic_butterfly_matches_block_form(k, device):
+    "The butterfly form of the bitonic permutation (one matrix product per stage) equals the in-place block form; gradients too."
+    from diffalg.sorting import _BitonicPermutation, _bitonic_butterfly
     torch.manual_seed(k)
     N = 2 ** k
     w = torch.rand(2, k * (k + 1) // 2, N, device=device, dtype=torch.float64, requires_grad=True)
-    ref = _BitonicPermutation.apply(w, k)
-    out = _bitonic_matmul(w, k)
+    ref = _BitonicPermutation.apply(w, k).transpose(-2, -1)
+    out = _bitonic_butterfly(w, k)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
     g = torch.randn_like(ref)
     torch.testing.assert_close(torch.autograd.grad(out, w, g)[0], torch.autograd.grad(ref, w, g)[0], rtol=0, atol=1e-11)
 
 
-def test_bitonic_matmul_gradcheck_and_default_dispatch(device):
-    from diffalg.sorting import _BitonicPermutation, _bitonic_matmul, _MATMUL_MIN
+@pytest.mark.parametrize("K", [1, 2, 3, 4, 5])
+def test_butterfly_factors_give_the_layer_product(K):
+    "S = M_last ... M_first of K single-bit layers (first on the highest bit) equals the product of the two factors, and its transpose."
+    from diffalg.sorting import _butterfly
+    torch.manual_seed(K)
+    B, M, b = 2, 3, 2 ** K
+    ws = [torch.rand(B, M, b, dtype=torch.float64) for _ in range(K)]
+    S = torch.eye(b, dtype=torch.float64).expand(B, M, b, b)
+    idx = torch.arange(b)
+    for j, wj in enumerate(ws):
+        d = 2 ** (K - 1 - j)
+        a = torch.where((idx & d) == 0, wj, wj[..., idx ^ d]).unsqueeze(-1)   # alpha of the pair, read from its upper wire
+        S = a * S + (1 - a) * S[:, :, idx ^ d]
+    torch.testing.assert_close(_butterfly(ws, K), S, rtol=0, atol=1e-14)
+    torch.testing.assert_close(_butterfly(ws, K, transpose=True), S.transpose(-2, -1), rtol=0, atol=1e-14)
+    assert _butterfly(ws, K, transpose=True).is_contiguous()
+
+
+def test_bitonic_butterfly_gradcheck_and_default_dispatch(device):
+    from diffalg.sorting import _BitonicPermutation, _bitonic_butterfly, _MATMUL_MIN
     torch.manual_seed(4)
-    w = torch.rand(1, 21, 64, device=device, dtype=torch.float64, requires_grad=True)   # k = 6: both kinds of stage
-    assert torch.autograd.gradcheck(lambda w_: _bitonic_matmul(w_, 6)[:, ::7, ::5], (w,))
-    assert torch.autograd.gradgradcheck(lambda w_: _bitonic_matmul(w_, 6)[:, ::9, ::11], (w,))
-    # n = 300 (padded to 512 >= _MATMUL_MIN) takes the matrix-product form: same P as the block form
+    w = torch.rand(1, 21, 64, device=device, dtype=torch.float64, requires_grad=True)   # k = 6: stages of 1 to 6 layers
+    assert torch.autograd.gradcheck(lambda w_: _bitonic_butterfly(w_, 6)[:, ::7, ::5], (w,))
+    assert torch.autograd.gradgradcheck(lambda w_: _bitonic_butterfly(w_, 6)[:, ::9, ::11], (w,))
+    # n = 300 (padded to 512 >= _MATMUL_MIN) takes the butterfly form: same P as the block form
     assert _MATMUL_MIN <= 512
     x = torch.randn(2, 300, device=device, dtype=torch.float64)
     r = diff_sort(x, "bitonic", steepness=5.0)

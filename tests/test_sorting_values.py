@@ -1,10 +1,10 @@
-"Tests of the in-place values path of diffalg.sorting (`_NetworkValues`) against the layer-by-layer path, and of `sort_loss` on saturated inputs."
+"Tests of the in-place values path of diffalg.sorting (`_NetworkValues`, with and without the per-wire weights) against the layer-by-layer path, and of `sort_loss` on saturated inputs."
 import pytest
 import torch
 
 from diffalg.distributions import distribution_names, get_distribution
 from diffalg.sorting_networks import get_sorting_network, SortingNetwork
-from diffalg.sorting import diff_sort, soft_sort, sort_loss, _network_values, _NetworkValues, _values_plan
+from diffalg.sorting import diff_sort, soft_sort, sort_loss, _network_values, _NetworkValues, _values_plan, _serial_for
 
 NETWORKS = ("odd_even", "bitonic")
 
@@ -38,6 +38,62 @@ def test_values_gradcheck_and_double_backward(kind, n, dist, device):
     f = lambda x_: _NetworkValues.apply(x_, net, 2.0, d)
     assert torch.autograd.gradcheck(f, (x,))
     assert torch.autograd.gradgradcheck(f, (x,))
+
+
+@pytest.mark.parametrize("kind", NETWORKS)
+@pytest.mark.parametrize("n", [2, 3, 5, 8, 13, 16, 33, 100])
+@pytest.mark.parametrize("dist", distribution_names())
+def test_weights_equal_layer_path(kind, n, dist, device):
+    "With weights=True the in-place pass returns the per-wire weights of `_network_values` too, and the gradient through both outputs, or either."
+    torch.manual_seed(n)
+    net, d = get_sorting_network(kind, n), get_distribution(dist)
+    x = (torch.randn(3, n, dtype=torch.float64, device=device) * 2).requires_grad_()
+    v, w = _NetworkValues.apply(x, net, 3.0, d, True)
+    v_ref, w_ref = _network_values(x, net, 3.0, d)
+    torch.testing.assert_close(v, v_ref, rtol=0, atol=1e-10)   # the steepness is folded into the input: other rounding
+    torch.testing.assert_close(w, w_ref, rtol=0, atol=1e-10)
+    gv, gw = torch.randn_like(v), torch.randn_like(w)
+    for outs, refs, gs in (((v, w), (v_ref, w_ref), (gv, gw)), ((w,), (w_ref,), (gw,)), ((v,), (v_ref,), (gv,))):
+        got = torch.autograd.grad(outs, x, gs, retain_graph=True)[0]
+        want = torch.autograd.grad(refs, x, gs, retain_graph=True)[0]
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)   # uniform: gradients of size 1e4 here
+
+
+@pytest.mark.parametrize("kind", NETWORKS)
+@pytest.mark.parametrize("dist", ["cauchy", "logistic_art", "optimal"])
+def test_weights_gradcheck_and_double_backward(kind, dist, device):
+    net, d = get_sorting_network(kind, 6), get_distribution(dist)
+    x = torch.randn(2, 6, dtype=torch.float64, device=device, requires_grad=True)
+    f = lambda x_: _NetworkValues.apply(x_, net, 2.0, d, True)
+    assert torch.autograd.gradcheck(f, (x,))
+    assert torch.autograd.gradgradcheck(f, (x,))
+
+
+def test_serial_for_small_tensors_restores_threads():
+    "Small CPU tensors run on one intra-op thread inside `_serial_for` (nested too); the thread count is restored afterwards, also after an error."
+    before = torch.get_num_threads()
+    if before < 2:
+        torch.set_num_threads(2)
+    try:
+        small, big = torch.zeros(10), torch.zeros(2 ** 19)
+        with _serial_for(small):
+            assert torch.get_num_threads() == 1
+            with _serial_for(small):
+                assert torch.get_num_threads() == 1
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == max(before, 2)
+        with _serial_for(big):
+            assert torch.get_num_threads() == max(before, 2)
+        with pytest.raises(KeyError):
+            with _serial_for(small):
+                raise KeyError("inside")
+        assert torch.get_num_threads() == max(before, 2)
+        x = torch.randn(4, 50, requires_grad=True)
+        r = diff_sort(x, "bitonic")
+        r.permutation.sum().backward()
+        assert torch.get_num_threads() == max(before, 2)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_values_path_large_n_matches_and_sorts(device):
