@@ -8,6 +8,7 @@ __all__ = ['relaxed_swap', 'bitonic_permutation', 'RelaxedSort', 'diff_sort', 's
 import contextlib
 import math
 import numbers
+import os
 import threading
 import torch
 from .checks import check_tensor, check_positive, check_int, check_choice
@@ -65,14 +66,16 @@ def _network_values(x, network, steepness, dist, stack=True):
     return x, (torch.stack(ws, 1) if stack else ws)
 
 # %% ../nbs/02_sorting/02_relaxed_sorting.ipynb #8a293e4e
-_SERIAL_MAX = 2 ** 18          # elements per operation below which one intra-op thread is faster than waking a second
+_PASSIVE = os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"   # read by OpenMP at start-up too
+_SERIAL_MAX = 2 ** 18 if _PASSIVE else 2 ** 14   # elements per operation up to which one thread beats waking a sleeping second one (passive) or sharing with a spinning one
 _serial_lock, _serial_state = threading.Lock(), [0, 1]   # [depth, saved thread count]
 
 @contextlib.contextmanager
 def _serial_for(t, numel=None):
     """Run the block on one intra-op thread when t is a CPU tensor and the block's operations are small (`numel` numbers each,
     default t.numel()). Loops of hundreds of small operations (a network's layers) otherwise pay for waking the thread pool in
-    every operation; with OMP_WAIT_POLICY=PASSIVE that costs tens of microseconds per operation, more than the work. Nested and thread-safe."""
+    every operation; with OMP_WAIT_POLICY=PASSIVE that costs tens of microseconds per operation, more than the work (with the default,
+    spinning policy a second thread only pays off from about 16,000 numbers per operation). Nested and thread-safe."""
     if t.device.type != "cpu" or (t.numel() if numel is None else numel) > _SERIAL_MAX or torch.get_num_threads() == 1:
         yield
         return
