@@ -128,13 +128,16 @@ def _chain_plain(w, start, partner, order):
     return z
 
 def _plain_vjp(ctx, inputs, g, fn):
-    "Vector-Jacobian product of `fn(*inputs)` with `g` through a recorded graph (create_graph=True), for the inputs that need a gradient."
+    """Vector-Jacobian product of `fn(*inputs)` with `g` through a recorded graph (create_graph=True), for the inputs that need a gradient.
+    `fn` may return a tuple of outputs, with `g` a tuple of their gradients (None for an output that was not used)."""
     need = [i for i, x in enumerate(inputs) if ctx.needs_input_grad[i]]
     out = [None] * len(inputs)
     if need:
         with torch.enable_grad():
             y = fn(*inputs)
-        grads = torch.autograd.grad(y, [inputs[i] for i in need], g, create_graph=True, allow_unused=True)
+        pairs = [(yi, gi) for yi, gi in (zip(y, g) if isinstance(y, tuple) else [(y, g)]) if gi is not None]
+        grads = torch.autograd.grad([yi for yi, _ in pairs], [inputs[i] for i in need], [gi for _, gi in pairs],
+                                    create_graph=True, allow_unused=True)
         for i, gi in zip(need, grads):
             out[i] = gi
     return out
@@ -615,10 +618,8 @@ class _NetworkValues(torch.autograd.Function):
         if g is None and gw is None:
             return None, None, None, None, None
         if torch.is_grad_enabled():                      # create_graph=True: differentiate the out-of-place path
-            with torch.enable_grad():
-                outs = _network_values(x, network, ctx.steepness, ctx.dist)
-            ys, gys = zip(*[(y, gy) for y, gy in zip(outs, (g, gw)) if gy is not None])
-            return torch.autograd.grad(ys, x, gys, create_graph=True, allow_unused=True)[0], None, None, None, None
+            gx = _plain_vjp(ctx, (x,), (g, gw), lambda x_: _network_values(x_, network, ctx.steepness, ctx.dist))[0]
+            return gx, None, None, None, None
         N, pad, _, r = _values_plan(network)
         steps, layers = _plan_on(network, x.device, x.dtype), _plan_layers(network)
         if gw is not None:                               # the weights' gradients in storage order
