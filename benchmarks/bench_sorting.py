@@ -8,6 +8,7 @@ Set OMP_WAIT_POLICY=PASSIVE on a shared machine. Outputs of both sides are compa
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_sorting.py            # the issue's sizes (slow: diffsort takes minutes)
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_sorting.py --only "perm odd_even n=256" --max-peer-gb 9   # one case
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_sorting.py --values-inproc --threads 1   # values paths interleaved in one process
+    DIFFALG_COMPILED=off OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_sorting.py --quick   # diffalg without its compiled kernel (PyTorch only)
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_sorting.py --only "perm odd_even n=256" --flush-denormal   # torch.set_flush_denormal(True) on both sides
 """
 import argparse
@@ -81,19 +82,25 @@ args = json.loads(sys.argv[1])
 if args["threads"]:
     torch.set_num_threads(args["threads"])
 from diffalg.sorting import soft_sort, _network_values, get_sorting_network
+from diffalg.sorting_compiled import compiled_pass, compiled_library
 from diffalg.distributions import get_distribution
 try:
     import torchsort
 except ImportError:
     torchsort = None
 torch.manual_seed(0)
-print(f"torch threads {torch.get_num_threads()}; float32, steepness 10, cauchy; forward + backward; min over {args['rounds']} rounds of the median of {args['repeats']}")
+print(f"torch threads {torch.get_num_threads()}; float32, steepness 10, cauchy; forward + backward; min over {args['rounds']} rounds of the median of {args['repeats']}; "
+      f"compiled kernel {'on' if compiled_library() is not None else 'NOT available'} (soft_sort uses it by default)")
 print(f"{'case':28s} {'side':26s} {'time ms':>9s} {'vs torchsort':>12s} {'max|diff| vs layer path':>24s}")
 for net, n, batch in args["cases"]:
     x = torch.randn(batch, n, requires_grad=True)
     g = torch.randn(batch, n)
     network, dist = get_sorting_network(net, n), get_distribution("cauchy")
+    def torch_pass():
+        with compiled_pass("off"):
+            return soft_sort(x, net, 10.0, "cauchy")
     sides = {"diffalg soft_sort": lambda: soft_sort(x, net, 10.0, "cauchy"),
+             "diffalg, PyTorch pass": torch_pass,
              "diffalg layer path (old)": lambda: _network_values(x, network, 10.0, dist, stack=False)[0]}
     if torchsort is not None:
         sides["torchsort.soft_sort"] = lambda: torchsort.soft_sort(x, regularization_strength=0.1)
@@ -137,6 +144,12 @@ def run_case(case, timeout):
     return {"error": (p.stderr.strip().splitlines() or ["failed"])[-1][:80]}
 
 
+def kernel_built():
+    "Whether diffalg's compiled kernel builds in this environment (it is used unless DIFFALG_COMPILED=off)."
+    code = "import diffalg.sorting_compiled as sc; print(sc.compiled_library() is not None)"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "True"
+
+
 def have(module):
     return subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode == 0
 
@@ -166,6 +179,7 @@ def main():
         cases += [("perm", "bitonic", n, 8, None) for n in (8, 16, 32, 64, 128, 256, 512)]
     peers = {"perm": ["diffsort"], "values": ["diffsort", "torchsort"], "topk": ["difftopk"]}
     print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, torch threads default; float32, steepness 10, cauchy; "
+          f"diffalg's compiled kernel: {os.environ.get('DIFFALG_COMPILED', 'auto')} (built: {kernel_built()}); "
           + ("subnormals flushed (torch.set_flush_denormal); " if args.flush_denormal else "")
           + f"time = forward + backward, median; peak = max RSS of a fresh process (MB), base = RSS after import")
     header = f"{'case':34s} {'side':10s} {'time s':>9s} {'peak MB':>9s} {'base MB':>8s} {'speedup':>8s} {'mem ratio':>9s} {'max|diff|':>10s}"
@@ -213,7 +227,8 @@ def main():
             json.dump({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
                        "command": "python benchmarks/bench_sorting.py " + " ".join(sys.argv[1:]),
                        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"), "torch": __import__("importlib.metadata").metadata.version("torch"),
-                       "flush_denormal": args.flush_denormal, "load_average_before": load_before, "load_average_after": os.getloadavg(),
+                       "flush_denormal": args.flush_denormal, "diffalg_compiled": os.environ.get("DIFFALG_COMPILED", "auto"),
+                       "compiled_kernel_built": kernel_built(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
                        "records": records}, f, indent=1)
         print(f"measurements written to {args.json}")
     if args.plot and sweep:

@@ -2,7 +2,8 @@
 
 # %% auto #0
 __all__ = ['GATE_FORMS', 'check_bits', 'LogicCircuit', 'pack_bits', 'unpack_bits', 'packed_plan', 'count_groups_packed',
-           'packed_forward', 'circuit_to_c', 'find_c_compiler', 'CompiledCircuit', 'compile_circuit']
+           'packed_forward', 'circuit_to_c', 'find_c_compiler', 'build_shared_library', 'CompiledCircuit',
+           'compile_circuit']
 
 # %% ../nbs/04_logic/02_inference.ipynb #d155e980
 import ctypes
@@ -340,6 +341,22 @@ def find_c_compiler():
             return path
     return None
 
+def build_shared_library(source: str, so_path: str, compiler=None, flags=("-O3",), native: bool = True):
+    "Compile C `source` to the shared library `so_path` with the system compiler (`-march=native` where it is known); raise RuntimeError if that fails."
+    cc = compiler or find_c_compiler()
+    if cc is None or shutil.which(cc) is None:
+        raise RuntimeError("no C compiler found (set $CC or install cc/gcc/clang)")
+    c_path = so_path[:-3] + ".c" if so_path.endswith(".so") else so_path + ".c"
+    with open(c_path, "w") as f:
+        f.write(source)
+    base = [cc, *flags, "-shared", "-fPIC", "-o", so_path, c_path]
+    res = subprocess.run(base[:1] + ["-march=native"] + base[1:] if native else base, capture_output=True, text=True)
+    if res.returncode != 0 and native:   # some compilers do not know -march=native
+        res = subprocess.run(base, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"compiling {c_path} with {cc} failed:\n{res.stderr[-2000:]}")
+    return so_path
+
 class CompiledCircuit:
     "A `LogicCircuit` compiled to a shared library; call it on binary (batch, in_dim) input."
 
@@ -350,15 +367,8 @@ class CompiledCircuit:
             raise RuntimeError("no C compiler found (set $CC or install cc/gcc/clang); "
                                "use LogicCircuit.packed for fast inference without a compiler")
         self._dir = tempfile.TemporaryDirectory(prefix="diffalg_logic_")
-        c_path, so_path = os.path.join(self._dir.name, "circuit.c"), os.path.join(self._dir.name, "circuit.so")
-        with open(c_path, "w") as f:
-            f.write(circuit_to_c(circuit, self.lanes))
-        base = [cc, *flags, "-shared", "-fPIC", "-o", so_path, c_path]
-        res = subprocess.run(base[:1] + ["-march=native"] + base[1:] if native else base, capture_output=True, text=True)
-        if res.returncode != 0 and native:   # some compilers do not know -march=native
-            res = subprocess.run(base, capture_output=True, text=True)
-        if res.returncode != 0:
-            raise RuntimeError(f"compiling the circuit with {cc} failed:\n{res.stderr[-2000:]}")
+        so_path = build_shared_library(circuit_to_c(circuit, self.lanes), os.path.join(self._dir.name, "circuit.so"),
+                                       cc, flags, native)
         self._lib = ctypes.CDLL(so_path)
         self._lib.run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
         self._lib.run_bytes.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]

@@ -543,6 +543,23 @@ class _NetworkValues(torch.autograd.Function):
     def forward(ctx, x, network, steepness, dist, weights=False):
         N, pad, _, r = _values_plan(network)
         steps, layers = _plan_on(network, x.device, x.dtype), _plan_layers(network)
+        ctx.network, ctx.steepness, ctx.dist = network, steepness, dist
+        ctx.set_materialize_grads(False)                   # an unused output's gradient arrives as None
+        from diffalg.sorting_compiled import compiled_applies, network_pass   # section 6; that module builds on this one
+        ctx.compiled = compiled_applies(x, dist)
+        if ctx.compiled:                                   # the C kernel, one row at a time; its backward recomputes the pass
+            out, W = network_pass(x, network, steepness, weights)
+            ctx.save_for_backward(x, None, None)
+        else:
+            out, W = _NetworkValues._torch_pass(ctx, x, network, steepness, dist, weights, N, pad, r, steps, layers)
+        if not weights:
+            return out
+        W = _weights_layout(W, layers, r, 0)
+        return out, (W[:, :, pad:] if pad else W)
+
+    @staticmethod
+    def _torch_pass(ctx, x, network, steepness, dist, weights, N, pad, r, steps, layers):
+        "The pass in PyTorch operations, layer by layer over the whole batch; saves each layer's coefficients for the backward."
         need = ctx.needs_input_grad[0]
         base = type(dist)._step is Distribution._step      # F(steepness * u): the network is then positively homogeneous
         W = x.new_zeros(x.shape[0], network.depth, N) if weights else None   # 1 - weight: idle wires and empty layers keep weight 1
@@ -551,12 +568,7 @@ class _NetworkValues(torch.autograd.Function):
         with _serial_for(x):
             out = _NetworkValues._rows(x, steps, layers, N, pad, r, steepness, dist, base, C, Q, W)
         ctx.save_for_backward(x, C, Q)
-        ctx.network, ctx.steepness, ctx.dist = network, steepness, dist
-        ctx.set_materialize_grads(False)                   # an unused output's gradient arrives as None
-        if not weights:
-            return out
-        W = _weights_layout(W, layers, r, 0)
-        return out, (W[:, :, pad:] if pad else W)
+        return out, W
 
     @staticmethod
     def _rows(x, steps, layers, N, pad, r, steepness, dist, base, C, Q, W):
@@ -625,6 +637,9 @@ class _NetworkValues(torch.autograd.Function):
         if gw is not None:                               # the weights' gradients in storage order
             gw = torch.nn.functional.pad(gw, (pad, 0)) if pad else gw.clone()
             gw = _weights_layout(gw, layers, r, 1)
+        if ctx.compiled:
+            from diffalg.sorting_compiled import network_pass_backward
+            return network_pass_backward(x, network, ctx.steepness, g, gw), None, None, None, None
         with _serial_for(x):
             return _NetworkValues._rows_back(x.new_zeros(x.shape) if g is None else g, steps, pad, r, C, Q, gw, layers), None, None, None, None
 
@@ -730,6 +745,9 @@ class RelaxedSort:
     @property
     def permutation(self):
         "Relaxed permutation matrix (*batch, n, n): [i, j] = weight of input i in sorted position j, so sorted = x @ P (diffsort's orientation)."
+        from diffalg.sorting_compiled import compiled_matrix_applies, network_matrix   # section 6
+        if compiled_matrix_applies(self._w):
+            return self._shape(network_matrix(self._w, self.network))
         ref = get_sorting_network("bitonic", self.n)
         if self.network is ref or (self.network.name == "bitonic" and self.network.layers == ref.layers):
             return self._shape(bitonic_permutation(self._w, self.n))

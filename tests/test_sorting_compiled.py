@@ -1,0 +1,268 @@
+"Tests of the compiled network pass (diffalg.sorting_compiled) against the PyTorch in-place path and the out-of-place layer path."
+import os
+import warnings
+
+import pytest
+import torch
+
+import diffalg.sorting_compiled as sc
+from diffalg.distributions import get_distribution
+from diffalg.sorting import RelaxedSort, _NetworkValues, _network_values, diff_sort, soft_sort
+from diffalg.sorting_networks import get_sorting_network
+
+CAUCHY = get_distribution("cauchy")
+needs_kernel = pytest.mark.skipif(sc.find_c_compiler() is None, reason="no C compiler")
+pytestmark = needs_kernel
+
+
+def run(mode, x, network, steepness, g=None, gw=None):
+    "Values, weights and the gradient of <values, g> + <weights, gw> under `mode`."
+    with sc.compiled_pass(mode):
+        xr = x.clone().requires_grad_()
+        v, w = _NetworkValues.apply(xr, network, steepness, CAUCHY, True)
+        loss = (v * (g if g is not None else 0)).sum() + (w * (gw if gw is not None else 0)).sum()
+        grad, = torch.autograd.grad(loss, xr) if (g is not None or gw is not None) else (None,)
+        return v.detach(), w.detach(), grad
+
+
+@pytest.mark.parametrize("kind", ["bitonic", "odd_even"])
+@pytest.mark.parametrize("n", [2, 3, 5, 8, 37, 64, 100, 128, 257, 1000])
+def test_kernel_equals_both_torch_paths_float64(kind, n):
+    torch.manual_seed(n)
+    network = get_sorting_network(kind, n)
+    x = torch.randn(5, n, dtype=torch.float64) * 2
+    g, gw = torch.randn(5, n, dtype=torch.float64), torch.randn(5, network.depth, n, dtype=torch.float64)
+    for grads in ((g, None), (None, gw), (g, gw)):
+        v1, w1, g1 = run("on", x, network, 7.0, *grads)
+        v2, w2, g2 = run("off", x, network, 7.0, *grads)
+        assert torch.allclose(v1, v2, atol=1e-12) and torch.allclose(w1, w2, atol=1e-12)
+        assert torch.allclose(g1, g2, atol=1e-10)
+    ref_v, ref_w = _network_values(x, network, 7.0, CAUCHY)          # out-of-place, autograd throughout
+    assert torch.allclose(v1, ref_v, atol=1e-12) and torch.allclose(w1, ref_w, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["bitonic", "odd_even"])
+@pytest.mark.parametrize("n", [3, 16, 100, 256])
+def test_kernel_float32_error_like_torch(kind, n):
+    "float32: both paths' errors against float64 are of the same size."
+    torch.manual_seed(0)
+    network = get_sorting_network(kind, n)
+    x = torch.randn(8, n)
+    g, gw = torch.randn(8, n), torch.randn(8, network.depth, n)
+    exact = run("off", x.double(), network, 10.0, g.double(), gw.double())
+    kern, ours = run("on", x, network, 10.0, g, gw), run("off", x, network, 10.0, g, gw)
+    for a, b, e in zip(kern, ours, exact):
+        assert a.dtype == torch.float32
+        err_kernel, err_torch = (a.double() - e).abs().max(), (b.double() - e).abs().max()
+        assert err_kernel <= 4 * err_torch + 1e-5 * max(1.0, e.abs().max().item())
+
+
+@pytest.mark.parametrize("kind,n", [("bitonic", 6), ("bitonic", 8), ("odd_even", 5)])
+def test_kernel_gradcheck_and_double_backward(kind, n):
+    network = get_sorting_network(kind, n)
+    x = torch.randn(3, n, dtype=torch.float64, requires_grad=True)
+    with sc.compiled_pass("on"):
+        assert torch.autograd.gradcheck(lambda t: _NetworkValues.apply(t, network, 3.0, CAUCHY, True), (x,))
+        assert torch.autograd.gradcheck(lambda t: _NetworkValues.apply(t, network, 3.0, CAUCHY), (x,))
+        assert torch.autograd.gradgradcheck(lambda t: _NetworkValues.apply(t, network, 3.0, CAUCHY, True), (x,))
+
+
+def test_kernel_used_by_public_api_and_input_untouched():
+    torch.manual_seed(1)
+    x = torch.randn(3, 40, 6).transpose(1, 2)           # not contiguous; sorted along dim 1
+    keep = x.clone()
+    with sc.compiled_pass("on"):
+        r = diff_sort(x, "bitonic", 12.0, dim=1, descending=True)
+        on = (r.values, r.permutation, r.ranks, r.topk_mask(4))
+    with sc.compiled_pass("off"):
+        r = diff_sort(x, "bitonic", 12.0, dim=1, descending=True)
+        off = (r.values, r.permutation, r.ranks, r.topk_mask(4))
+    assert torch.equal(x, keep)
+    for a, b in zip(on, off):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=2e-5)
+    with sc.compiled_pass("on"):                         # hard limit: equals torch.sort
+        assert torch.allclose(soft_sort(keep, "odd_even", 1e4, dim=1), keep.sort(1).values, atol=1e-3)
+
+
+def test_rows_split_over_threads_give_identical_results(monkeypatch):
+    torch.manual_seed(2)
+    network = get_sorting_network("bitonic", 100)
+    x, g = torch.randn(7, 100), torch.randn(7, 100)
+    gw = torch.randn(7, network.depth, 100)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n_threads, threshold in ((1, 2 ** 40), (3, 1), (2, 1)):
+            torch.set_num_threads(n_threads)
+            monkeypatch.setattr(sc, "_THREADED_MIN", threshold)
+            results.append(run("on", x, network, 10.0, g, gw))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:                            # rows are independent: the same numbers, bit for bit
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other))
+
+
+def test_empty_batch_and_no_grad():
+    network = get_sorting_network("bitonic", 10)
+    with sc.compiled_pass("on"):
+        v, w = _NetworkValues.apply(torch.zeros(0, 10), network, 5.0, CAUCHY, True)
+        assert v.shape == (0, 10) and w.shape == (0, network.depth, 10)
+        with torch.no_grad():
+            x = torch.randn(2, 10)
+            assert torch.allclose(_NetworkValues.apply(x, network, 5.0, CAUCHY), soft_sort(x, "bitonic", 5.0), atol=1e-6)
+
+
+def test_applies_only_where_it_should():
+    x = torch.randn(2, 8)
+    with sc.compiled_pass("on"):
+        assert sc.compiled_applies(x, CAUCHY) and sc.compiled_applies(x.double(), CAUCHY)
+        assert not sc.compiled_applies(x, get_distribution("logistic"))
+        assert not sc.compiled_applies(x.half(), CAUCHY)
+        assert not sc.compiled_applies(x.to("meta"), CAUCHY)
+    with sc.compiled_pass("off"):
+        assert not sc.compiled_applies(x, CAUCHY)
+
+
+def test_mode_arguments():
+    with pytest.raises(ValueError, match="`mode`"):
+        sc.set_compiled_pass("fast")
+    with pytest.raises(TypeError, match="`mode`"):
+        sc.set_compiled_pass(1)
+    before = sc.set_compiled_pass("off")
+    assert sc.set_compiled_pass(before) == "off"
+
+
+def test_without_a_compiler(monkeypatch):
+    "'auto' falls back to PyTorch with one warning; 'on' raises and says why."
+    monkeypatch.setattr(sc, "_STATE", {"mode": "auto", "lib": None, "error": None, "warned": False})
+    monkeypatch.setattr(sc, "find_c_compiler", lambda: None)
+    x = torch.randn(2, 9, requires_grad=True)
+    with pytest.warns(RuntimeWarning, match="no C compiler"):
+        out = soft_sort(x, "bitonic")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # once only
+        out2 = soft_sort(x, "bitonic")
+    with sc.compiled_pass("off"):
+        assert torch.allclose(out, soft_sort(x, "bitonic")) and torch.allclose(out2, out)
+    out.sum().backward()
+    assert x.grad is not None
+    with sc.compiled_pass("on"), pytest.raises(RuntimeError, match="not available: no C compiler"):
+        soft_sort(x, "bitonic")
+
+
+def test_library_cached_on_disk(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIFFALG_CACHE", str(tmp_path))
+    monkeypatch.setattr(sc, "_STATE", {"mode": "on", "lib": None, "error": None, "warned": False})
+    assert sc.compiled_library() is not None
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 1 and files[0].startswith("network_pass_") and files[0].endswith(".so")   # no leftovers
+    def no_build(*args, **kwargs):
+        raise AssertionError("the cached library should have been loaded")
+    monkeypatch.setattr(sc, "build_shared_library", no_build)
+    monkeypatch.setattr(sc, "_STATE", {"mode": "on", "lib": None, "error": None, "warned": False})
+    assert sc.compiled_library() is not None
+    monkeypatch.undo()
+    other = tmp_path / "other"                           # a broken file under the library's name is built again
+    other.mkdir()
+    (other / sc._library_name(sc.find_c_compiler())).write_bytes(b"not a library")
+    monkeypatch.setenv("DIFFALG_CACHE", str(other))
+    monkeypatch.setattr(sc, "_STATE", {"mode": "on", "lib": None, "error": None, "warned": False})
+    assert sc.compiled_library() is not None
+    assert len(list(other.iterdir())) == 1
+    x = torch.randn(2, 16)
+    with sc.compiled_pass("off"):
+        ref = soft_sort(x, "bitonic", 10.0)
+    assert torch.allclose(sc.network_pass(x, get_sorting_network("bitonic", 16), 10.0)[0], ref, atol=1e-5)
+
+
+def matrix_both(kind, n, B, dtype, seed=0):
+    "P and the gradient of <P, G> w.r.t. x by the compiled matrix and by the PyTorch path (the weights from the same pass)."
+    torch.manual_seed(seed)
+    x = torch.randn(B, n, dtype=dtype)
+    G = torch.randn(B, n, n, dtype=dtype)
+    out = []
+    for mode in ("on", "off"):
+        with sc.compiled_pass(mode):
+            xr = x.clone().requires_grad_()
+            P = RelaxedSort(xr, kind, 10.0).permutation
+            grad, = torch.autograd.grad((P * G).sum(), xr)
+            out.append((P.detach(), grad))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["bitonic", "odd_even"])
+@pytest.mark.parametrize("n", [2, 3, 7, 16, 37, 64, 65, 130, 256])
+def test_matrix_kernel_equals_torch_path(kind, n):
+    (P1, g1), (P2, g2) = matrix_both(kind, n, 3, torch.float64, seed=n)
+    assert torch.allclose(P1, P2, atol=1e-12) and torch.allclose(g1, g2, atol=1e-10)
+    (P1, g1), (P2, g2) = matrix_both(kind, n, 3, torch.float32, seed=n)
+    assert P1.dtype == torch.float32 and torch.allclose(P1, P2, atol=1e-5)
+    assert torch.allclose(g1, g2, atol=1e-4 * max(1.0, g2.abs().max().item()))
+    assert torch.allclose(P1.sum(-1), torch.ones(3, n), atol=1e-5) and torch.allclose(P1.sum(-2), torch.ones(3, n), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind,n", [("bitonic", 6), ("bitonic", 8), ("odd_even", 5)])
+def test_matrix_kernel_gradcheck(kind, n):
+    "Direct weights, with different values on the two wires of a pair: the kernel reads each pair's lower wire."
+    network = get_sorting_network(kind, n)
+    w = torch.rand(2, network.depth, n, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda w_: sc.network_matrix(w_, network), (w,))
+    assert torch.autograd.gradgradcheck(lambda w_: sc.network_matrix(w_, network), (w,))
+    lo_only = torch.zeros_like(w)
+    for t, layer in enumerate(network.layers):
+        for a, b in layer:
+            lo_only[:, t, min(a, b)] = 1
+    g, = torch.autograd.grad(sc.network_matrix(w, network).pow(2).sum(), w)
+    assert torch.equal(g * (1 - lo_only), torch.zeros_like(g))   # only the lower wires' weights are read
+
+
+@pytest.mark.parametrize("B", [1, 2, 5])
+def test_matrix_split_over_threads(monkeypatch, B):
+    "Rows over threads, and for a batch smaller than the thread count, column tiles over threads too (own gradient buffers)."
+    network = get_sorting_network("odd_even", 200)            # 4 column tiles
+    torch.manual_seed(B)
+    w = torch.rand(B, network.depth, 200, dtype=torch.float64, requires_grad=True)
+    G = torch.randn(B, 200, 200, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n_threads, threshold in ((1, 2 ** 62), (2, 1), (3, 1)):
+            torch.set_num_threads(n_threads)
+            monkeypatch.setattr(sc, "_THREADED_MIN", threshold)
+            P = sc.network_matrix(w, network)
+            results.append((P.detach(), torch.autograd.grad(P, w, G)[0]))
+            assert len(sc._matrix_jobs(B, 200, 2 ** 62 if threshold > 1 else 1)) >= min(n_threads, 4 * B)
+    finally:
+        torch.set_num_threads(threads)
+    for P, g in results[1:]:
+        assert torch.equal(P, results[0][0])                   # each entry computed by one thread, the same way
+        assert torch.allclose(g, results[0][1], atol=1e-12)    # partial sums over tiles: another order of additions
+
+
+def test_matrix_subnormals_flushed_only_inside_kernel():
+    "An odd-even P at n = 256 has entries below float32's smallest normal number; the kernel flushes them, within its call only."
+    torch.manual_seed(0)
+    x = torch.randn(2, 256)
+    with sc.compiled_pass("off"):
+        ref = RelaxedSort(x, "odd_even", 10.0).permutation
+    P = RelaxedSort(x, "odd_even", 10.0).permutation
+    tiny = torch.finfo(torch.float32).tiny
+    assert ((ref != 0) & (ref.abs() < tiny)).any()            # the PyTorch path has subnormal entries
+    assert not ((P != 0) & (P.abs() < tiny)).any()
+    assert (P - ref).abs().max() < 1e-6
+    sub = torch.tensor([tiny], dtype=torch.float32) / 4         # the caller's thread still computes subnormals
+    assert sub.item() > 0
+
+
+@pytest.mark.parametrize("kind,n", [("odd_even", 70), ("bitonic", 100)])
+def test_matrix_backward_in_segments(monkeypatch, kind, n):
+    "With less room for the row differences the backward pass recomputes segments from checkpoints: the same gradient."
+    network = get_sorting_network(kind, n)
+    torch.manual_seed(n)
+    w = torch.rand(3, network.depth, n, dtype=torch.float64, requires_grad=True)
+    G = torch.randn(3, n, n, dtype=torch.float64)
+    whole = torch.autograd.grad(sc.network_matrix(w, network), w, G)[0]
+    per_layer = max(len(layer) for layer in network.layers)
+    for K in (1, 2, 5, network.depth - 1):
+        monkeypatch.setattr(sc, "_SEGMENT_BYTES", K * sc._TILE * 8 * per_layer)
+        assert torch.allclose(torch.autograd.grad(sc.network_matrix(w, network), w, G)[0], whole, atol=1e-12)
