@@ -4,7 +4,7 @@
 __all__ = ['KERNEL_SOURCE', 'set_compiled_pass', 'compiled_pass', 'compiled_library', 'compiled_pass_error', 'compiled_applies',
            'network_pass', 'network_pass_backward', 'network_matrix', 'compiled_matrix_applies']
 
-# %% ../nbs/02_sorting/06_compiled_pass.ipynb #7bc585af
+# %% ../nbs/02_sorting/06_compiled_pass.ipynb #618b1ea0
 import contextlib
 import ctypes
 import hashlib
@@ -20,7 +20,7 @@ from .distributions import Cauchy
 from .logic_compiled import build_shared_library, find_c_compiler
 from .sorting import _plan_layers, _values_plan
 
-# %% ../nbs/02_sorting/06_compiled_pass.ipynb #e5c29f3c
+# %% ../nbs/02_sorting/06_compiled_pass.ipynb #0486ec18
 KERNEL_SOURCE = r"""/* diffalg: the in-place pass of a relaxed sorting network with Cauchy comparators, one row at a time (float and double).
    A program step is 5 numbers: op, a, b, offset, layer. LAYOUT (a: 1 = to the transposed storage, 0 = back),
    FLIP (offset: signs), BITS (a: the storage bit p that the pairs differ in; offset: idle mask or -1),
@@ -100,21 +100,27 @@ static void mix_back_##S(T *gt, T *gb, int64_t m, int st, const T *c, const T *q
     if (st == 1) { if (q) back_##S(gt, gb, m, c, q, wt, wb, 1, 1); else back_##S(gt, gb, m, c, q, wt, wb, 1, 0); } \
     else { if (q) back_##S(gt, gb, m, c, q, wt, wb, 2, 1); else back_##S(gt, gb, m, c, q, wt, wb, 2, 0); }         \
 }                                                                                                                  \
+/* a LAYOUT or FLIP step on *z (a layout change goes through *tmp, and the two swap; `inverse` undoes it); 0 for a comparator step */ \
+static int reorder_##S(const int64_t *sp, const int8_t *signs, T **z, T **tmp, int64_t N, int64_t R, int inverse) {   \
+    if (sp[0] == LAYOUT) {                                                                                         \
+        if ((sp[1] == 1) != inverse) transpose_##S(*z, *tmp, N / R, R); else transpose_##S(*z, *tmp, R, N / R);   \
+        T *t = *z; *z = *tmp; *tmp = t;                                                                            \
+        return 1;                                                                                                  \
+    }                                                                                                              \
+    if (sp[0] == FLIP) {                                                                                           \
+        const int8_t *sg = signs + sp[3];                                                                          \
+        for (int64_t j = 0; j < N; j++) (*z)[j] *= (T)sg[j];                                                       \
+        return 1;                                                                                                  \
+    }                                                                                                              \
+    return 0;                                                                                                      \
+}                                                                                                                  \
 static T *run_##S(const int64_t *prog, int64_t nsteps, const int8_t *signs, const uint8_t *idle, T *z, T *tmp,     \
                   int64_t N, int64_t R, T *C, T *Q, T *W, T steep) {                                               \
     int64_t i = 0, H = N / 2;                                                                                      \
     for (int64_t s = 0; s < nsteps; s++) {                                                                         \
         const int64_t *sp = prog + 5 * s;                                                                          \
-        if (sp[0] == LAYOUT) {                                                                                     \
-            if (sp[1] == 1) transpose_##S(z, tmp, N / R, R); else transpose_##S(z, tmp, R, N / R);               \
-            T *t = z; z = tmp; tmp = t;                                                                            \
+        if (reorder_##S(sp, signs, &z, &tmp, N, R, 0))                                                             \
             continue;                                                                                              \
-        }                                                                                                          \
-        if (sp[0] == FLIP) {                                                                                       \
-            const int8_t *sg = signs + sp[3];                                                                      \
-            for (int64_t j = 0; j < N; j++) z[j] *= (T)sg[j];                                                      \
-            continue;                                                                                              \
-        }                                                                                                          \
         T *c = C ? C + i * H : NULL, *q = Q ? Q + i * H : NULL, *w = W ? W + sp[4] * N : NULL;                     \
         const uint8_t *id = sp[3] >= 0 ? idle + sp[3] : NULL;                                                      \
         if (sp[0] == BITS) {                                                                                       \
@@ -160,16 +166,8 @@ void backward_##S(const int64_t *prog, int64_t nsteps, const int8_t *signs, cons
         int64_t i = L;                                                                                             \
         for (int64_t s = nsteps - 1; s >= 0; s--) {                                                                \
             const int64_t *sp = prog + 5 * s;                                                                      \
-            if (sp[0] == LAYOUT) {                          /* undo the change of layout */                       \
-                if (sp[1] == 1) transpose_##S(a, tmp, R, N / R); else transpose_##S(a, tmp, N / R, R);           \
-                T *t = a; a = tmp; tmp = t;                                                                        \
+            if (reorder_##S(sp, signs, &a, &tmp, N, R, 1))   /* undone: layouts back, signs again */             \
                 continue;                                                                                          \
-            }                                                                                                      \
-            if (sp[0] == FLIP) {                                                                                   \
-                const int8_t *sg = signs + sp[3];                                                                  \
-                for (int64_t j = 0; j < N; j++) a[j] *= (T)sg[j];                                                  \
-                continue;                                                                                          \
-            }                                                                                                      \
             i--;                                                                                                   \
             const T *c = C + i * H, *q = Q ? Q + i * H : NULL, *w = gwr ? gwr + sp[4] * N : NULL;                  \
             if (sp[0] == BITS) {                                                                                   \
@@ -339,7 +337,7 @@ DEFINE_MATRIX(float, f32)
 DEFINE_MATRIX(double, f64)
 """
 
-# %% ../nbs/02_sorting/06_compiled_pass.ipynb #5b36f7cc
+# %% ../nbs/02_sorting/06_compiled_pass.ipynb #6bbb75af
 _MODES = ("auto", "on", "off")
 _STATE = {"mode": os.environ.get("DIFFALG_COMPILED", "auto"), "lib": None, "error": None, "warned": False}
 _LOCK = threading.Lock()
@@ -458,7 +456,7 @@ def _kernel_ready(x):
                       "set_compiled_pass('off') silences this.", RuntimeWarning, stacklevel=3)
     return False
 
-# %% ../nbs/02_sorting/06_compiled_pass.ipynb #11a6271e
+# %% ../nbs/02_sorting/06_compiled_pass.ipynb #4147a6c7
 def _program(network):
     """The network's `_values_plan` as the kernel's program: (steps (S, 5) int64, signs int8, idle masks uint8, N, R, pad, L comparator steps).
     Cached on the network."""
@@ -534,7 +532,7 @@ def network_pass_backward(x, network, steepness: float, g=None, gw=None):
         _split_rows(run, B, 2 * B * L * N // 2)
     return gx
 
-# %% ../nbs/02_sorting/06_compiled_pass.ipynb #8bc9cd5e
+# %% ../nbs/02_sorting/06_compiled_pass.ipynb #890616a5
 def _pairs(network):
     "(lo, hi, off): every layer's pairs (lower wire first), concatenated, layer t at off[t]:off[t + 1]; int64, cached on the network."
     if getattr(network, "_kernel_pairs", None) is None:

@@ -1,5 +1,5 @@
 "Tests of the compiled network pass (diffalg.sorting_compiled) against the PyTorch in-place path and the out-of-place layer path."
-import os
+import contextlib
 import warnings
 
 import pytest
@@ -84,20 +84,33 @@ def test_kernel_used_by_public_api_and_input_untouched():
         assert torch.allclose(soft_sort(keep, "odd_even", 1e4, dim=1), keep.sort(1).values, atol=1e-3)
 
 
+@contextlib.contextmanager
+def restored_threads():
+    "The block may change torch's thread count; it is restored afterwards."
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def on_threads(monkeypatch, fn):
+    "fn() on one thread (no split), then split over 2 and over 3 threads; the three results."
+    out = []
+    with restored_threads():
+        for n_threads, threshold in ((1, 2 ** 62), (2, 1), (3, 1)):
+            torch.set_num_threads(n_threads)
+            monkeypatch.setattr(sc, "_THREADED_MIN", threshold)
+            out.append(fn())
+    return out
+
+
 def test_rows_split_over_threads_give_identical_results(monkeypatch):
     torch.manual_seed(2)
     network = get_sorting_network("bitonic", 100)
     x, g = torch.randn(7, 100), torch.randn(7, 100)
     gw = torch.randn(7, network.depth, 100)
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for n_threads, threshold in ((1, 2 ** 40), (3, 1), (2, 1)):
-            torch.set_num_threads(n_threads)
-            monkeypatch.setattr(sc, "_THREADED_MIN", threshold)
-            results.append(run("on", x, network, 10.0, g, gw))
-    finally:
-        torch.set_num_threads(threads)
+    results = on_threads(monkeypatch, lambda: run("on", x, network, 10.0, g, gw))
     for other in results[1:]:                            # rows are independent: the same numbers, bit for bit
         assert all(torch.equal(a, b) for a, b in zip(results[0], other))
 
@@ -223,17 +236,15 @@ def test_matrix_split_over_threads(monkeypatch, B):
     torch.manual_seed(B)
     w = torch.rand(B, network.depth, 200, dtype=torch.float64, requires_grad=True)
     G = torch.randn(B, 200, 200, dtype=torch.float64)
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for n_threads, threshold in ((1, 2 ** 62), (2, 1), (3, 1)):
-            torch.set_num_threads(n_threads)
-            monkeypatch.setattr(sc, "_THREADED_MIN", threshold)
-            P = sc.network_matrix(w, network)
-            results.append((P.detach(), torch.autograd.grad(P, w, G)[0]))
-            assert len(sc._matrix_jobs(B, 200, 2 ** 62 if threshold > 1 else 1)) >= min(n_threads, 4 * B)
-    finally:
-        torch.set_num_threads(threads)
+    def once():
+        P = sc.network_matrix(w, network)
+        return P.detach(), torch.autograd.grad(P, w, G)[0]
+    results = on_threads(monkeypatch, once)
+    with restored_threads():
+        torch.set_num_threads(3)
+        jobs = sc._matrix_jobs(B, 200, 1)
+    assert len(jobs) >= 3 and sorted((b, k) for b0, b1, k0, k1 in jobs for b in range(b0, b1) for k in range(k0, k1)) == \
+        [(b, k) for b in range(B) for k in range(4)]            # every (row, tile) exactly once
     for P, g in results[1:]:
         assert torch.equal(P, results[0][0])                   # each entry computed by one thread, the same way
         assert torch.allclose(g, results[0][1], atol=1e-12)    # partial sums over tiles: another order of additions
