@@ -4,7 +4,7 @@
 __all__ = ['KERNEL_SOURCE', 'set_compiled_pass', 'compiled_pass', 'compiled_library', 'compiled_pass_error', 'compiled_applies',
            'network_pass', 'network_pass_backward', 'network_matrix', 'compiled_matrix_applies']
 
-# %% ../nbs/02_sorting/06_compiled_pass.ipynb #8836a2e6
+# %% ../nbs/02_sorting/06_compiled_pass.ipynb #a9db18a2
 import contextlib
 import ctypes
 import hashlib
@@ -20,7 +20,7 @@ from .distributions import Cauchy
 from .logic_compiled import build_shared_library, find_c_compiler
 from .sorting import _plan_layers, _values_plan
 
-# %% ../nbs/02_sorting/06_compiled_pass.ipynb #6bc4e5e9
+# %% ../nbs/02_sorting/06_compiled_pass.ipynb #4dbee2d9
 KERNEL_SOURCE = r"""/* diffalg: the in-place pass of a relaxed sorting network with Cauchy comparators, one row at a time (float and double).
    A program step is 5 numbers: op, a, b, offset, layer. LAYOUT (a: 1 = to the transposed storage, 0 = back),
    FLIP (offset: signs), BITS (a: the storage bit p that the pairs differ in; offset: idle mask or -1),
@@ -337,9 +337,18 @@ DEFINE_MATRIX(float, f32)
 DEFINE_MATRIX(double, f64)
 """
 
-# %% ../nbs/02_sorting/06_compiled_pass.ipynb #8e8027d5
+# %% ../nbs/02_sorting/06_compiled_pass.ipynb #ec8d492a
 _MODES = ("auto", "on", "off")
-_STATE = {"mode": os.environ.get("DIFFALG_COMPILED", "auto"), "lib": None, "error": None, "warned": False}
+_ENV_MODES = {"": "auto", "auto": "auto", "on": "on", "1": "on", "true": "on", "yes": "on", "off": "off", "0": "off", "false": "off", "no": "off"}
+
+def _mode_from_env():
+    "The mode that $DIFFALG_COMPILED asks for ('auto' when unset; on/1/true/yes, off/0/false/no); an unknown value warns and gives 'auto'."
+    value = os.environ.get("DIFFALG_COMPILED", "").strip().lower()
+    if value not in _ENV_MODES:
+        warnings.warn(f"DIFFALG_COMPILED={value!r} is not one of auto, on, off (or 1/0, true/false, yes/no); using 'auto'", RuntimeWarning)
+    return _ENV_MODES.get(value, "auto")
+
+_STATE = {"mode": _mode_from_env(), "lib": None, "error": None, "warned": False}
 _LOCK = threading.Lock()
 _THREADED_MIN = 2 ** 16     # comparators in a call from which the batch is split over threads
 
@@ -456,7 +465,7 @@ def _kernel_ready(x):
                       "set_compiled_pass('off') silences this.", RuntimeWarning, stacklevel=3)
     return False
 
-# %% ../nbs/02_sorting/06_compiled_pass.ipynb #5856ea85
+# %% ../nbs/02_sorting/06_compiled_pass.ipynb #8b38dff8
 def _program(network):
     """The network's `_values_plan` as the kernel's program: (steps (S, 5) int64, signs int8, idle masks uint8, N, R, pad, L comparator steps).
     Cached on the network."""
@@ -532,7 +541,7 @@ def network_pass_backward(x, network, steepness: float, g=None, gw=None):
         _split_rows(run, B, 2 * B * L * N // 2)
     return gx
 
-# %% ../nbs/02_sorting/06_compiled_pass.ipynb #3056d3cc
+# %% ../nbs/02_sorting/06_compiled_pass.ipynb #2a39478f
 def _pairs(network):
     "(lo, hi, off): every layer's pairs (lower wire first), concatenated, layer t at off[t]:off[t + 1]; int64, cached on the network."
     if getattr(network, "_kernel_pairs", None) is None:

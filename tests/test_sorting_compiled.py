@@ -277,3 +277,31 @@ def test_matrix_backward_in_segments(monkeypatch, kind, n):
     for K in (1, 2, 5, network.depth - 1):
         monkeypatch.setattr(sc, "_SEGMENT_BYTES", K * sc._TILE * 8 * per_layer)
         assert torch.allclose(torch.autograd.grad(sc.network_matrix(w, network), w, G)[0], whole, atol=1e-12)
+
+
+def test_matrix_kernel_on_a_custom_network():
+    "Any network of pair layers: comparators whose minimum goes to the higher wire, an empty layer, idle wires."
+    from diffalg.sorting_networks import SortingNetwork
+    net = SortingNetwork(6, [[(0, 3), (5, 1)], [], [(2, 4)], [(1, 0), (3, 2), (5, 4)], [(0, 5)]], "custom")
+    torch.manual_seed(4)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    G = torch.randn(4, 6, 6, dtype=torch.float64)
+    out = {}
+    for mode in ("on", "off"):
+        with sc.compiled_pass(mode):
+            xr = x.clone().requires_grad_()
+            P = RelaxedSort(xr, net, 3.0, "logistic").permutation
+            out[mode] = (P.detach(), torch.autograd.grad((P * G).sum(), xr)[0])
+    assert torch.allclose(out["on"][0], out["off"][0], atol=1e-12) and torch.allclose(out["on"][1], out["off"][1], atol=1e-10)
+    assert sc.compiled_matrix_applies(x) and not sc.compiled_applies(x, get_distribution("logistic"))
+
+
+def test_mode_from_environment(monkeypatch):
+    for value, mode in (("", "auto"), ("auto", "auto"), ("OFF", "off"), ("0", "off"), ("false", "off"), ("on", "on"), ("1", "on")):
+        monkeypatch.setenv("DIFFALG_COMPILED", value)
+        assert sc._mode_from_env() == mode
+    monkeypatch.delenv("DIFFALG_COMPILED")
+    assert sc._mode_from_env() == "auto"
+    monkeypatch.setenv("DIFFALG_COMPILED", "fast")
+    with pytest.warns(RuntimeWarning, match="DIFFALG_COMPILED='fast'"):
+        assert sc._mode_from_env() == "auto"
