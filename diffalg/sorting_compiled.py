@@ -4,7 +4,7 @@
 __all__ = ['KERNEL_SOURCE', 'set_compiled_pass', 'compiled_pass', 'compiled_library', 'compiled_pass_error', 'compiled_applies',
            'network_pass', 'network_pass_backward', 'network_matrix', 'compiled_matrix_applies']
 
-# %% ../nbs/02_sorting/06_compiled_pass.ipynb #a9db18a2
+# %% ../nbs/02_sorting/06_compiled_pass.ipynb #2d5c7c1f
 import contextlib
 import ctypes
 import hashlib
@@ -15,12 +15,13 @@ import tempfile
 import threading
 import warnings
 import torch
-from .checks import check_choice
+from .checks import check_choice, check_positive, check_tensor
 from .distributions import Cauchy
 from .logic_compiled import build_shared_library, find_c_compiler
 from .sorting import _plan_layers, _values_plan
+from .sorting_networks import SortingNetwork
 
-# %% ../nbs/02_sorting/06_compiled_pass.ipynb #4dbee2d9
+# %% ../nbs/02_sorting/06_compiled_pass.ipynb #d895ab8d
 KERNEL_SOURCE = r"""/* diffalg: the in-place pass of a relaxed sorting network with Cauchy comparators, one row at a time (float and double).
    A program step is 5 numbers: op, a, b, offset, layer. LAYOUT (a: 1 = to the transposed storage, 0 = back),
    FLIP (offset: signs), BITS (a: the storage bit p that the pairs differ in; offset: idle mask or -1),
@@ -337,7 +338,7 @@ DEFINE_MATRIX(float, f32)
 DEFINE_MATRIX(double, f64)
 """
 
-# %% ../nbs/02_sorting/06_compiled_pass.ipynb #ec8d492a
+# %% ../nbs/02_sorting/06_compiled_pass.ipynb #9eb6a9c2
 _MODES = ("auto", "on", "off")
 _ENV_MODES = {"": "auto", "auto": "auto", "on": "on", "1": "on", "true": "on", "yes": "on", "off": "off", "0": "off", "false": "off", "no": "off"}
 
@@ -465,7 +466,32 @@ def _kernel_ready(x):
                       "set_compiled_pass('off') silences this.", RuntimeWarning, stacklevel=3)
     return False
 
-# %% ../nbs/02_sorting/06_compiled_pass.ipynb #8b38dff8
+# %% ../nbs/02_sorting/06_compiled_pass.ipynb #182465eb
+def _library_or_raise():
+    "The kernel library, or a RuntimeError that says why it is not available."
+    lib = compiled_library()
+    if lib is None:
+        raise RuntimeError(f"the compiled network pass is not available: {compiled_pass_error()}")
+    return lib
+
+def _checked(t, name, shape):
+    "t if it is a float32 or float64 CPU tensor of `shape` (None: any size in that dimension); raise otherwise."
+    check_tensor(t, name)
+    if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"`{name}` must be a float32 or float64 CPU tensor for the compiled kernel, got {t.dtype} on {t.device}")
+    if t.dim() != len(shape) or any(s is not None and s != d for s, d in zip(shape, t.shape)):
+        want = "(" + ", ".join("B" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"`{name}` must have shape {want}, got {tuple(t.shape)}")
+    return t
+
+def _checked_network(network, plan=False):
+    "`network` if it is a SortingNetwork (with an in-place plan, if `plan`); raise otherwise."
+    if not isinstance(network, SortingNetwork):
+        raise TypeError(f"`network` must be a SortingNetwork, got {type(network).__name__}")
+    if plan and _values_plan(network) is None:
+        raise ValueError(f"`network` {network!r} has no in-place plan (the bitonic network, or layers of adjacent pairs like odd-even)")
+    return network
+
 def _program(network):
     """The network's `_values_plan` as the kernel's program: (steps (S, 5) int64, signs int8, idle masks uint8, N, R, pad, L comparator steps).
     Cached on the network."""
@@ -509,9 +535,11 @@ def _split_rows(run, B, work):
 def network_pass(x, network, steepness: float, weights: bool = False):
     """The compiled forward pass of the relaxed Cauchy `network` on the rows of x (B, n), float32 or float64 on the CPU, without autograd:
     the sorted values (B, n) and, with `weights`, the per-wire weights (B, depth, N) in the plan's storage order (see `_NetworkValues`)."""
-    lib = compiled_library()
+    _checked_network(network, plan=True)
+    x = _checked(x, "x", (None, network.n)).detach().contiguous()
+    check_positive(steepness, "steepness", allow_tensor=False)
+    lib = _library_or_raise()
     prog, signs, idle, N, R, pad, L = _program(network)
-    x = x.detach().contiguous()
     B, n = x.shape
     out = torch.empty_like(x)
     W = torch.ones(B, network.depth, N, dtype=x.dtype) if weights else None
@@ -526,12 +554,14 @@ def network_pass(x, network, steepness: float, weights: bool = False):
 def network_pass_backward(x, network, steepness: float, g=None, gw=None):
     """Gradient (B, n) with respect to x of `network_pass` for the values' gradient g (B, n) and the weights' gradient gw
     (B, depth, N, storage order); either may be None. Each row's forward pass is recomputed inside the kernel."""
-    lib = compiled_library()
+    _checked_network(network, plan=True)
+    x = _checked(x, "x", (None, network.n)).detach().contiguous()
+    check_positive(steepness, "steepness", allow_tensor=False)
+    lib = _library_or_raise()
     prog, signs, idle, N, R, pad, L = _program(network)
-    x = x.detach().contiguous()
     B, n = x.shape
-    g = None if g is None else g.detach().to(x.dtype).contiguous()
-    gw = None if gw is None else gw.detach().to(x.dtype).contiguous()
+    g = None if g is None else _checked(g, "g", (B, n)).detach().to(x.dtype).contiguous()
+    gw = None if gw is None else _checked(gw, "gw", (B, network.depth, N)).detach().to(x.dtype).contiguous()
     gx = torch.empty_like(x)
     fn = lib.backward_f32 if x.dtype == torch.float32 else lib.backward_f64
     def run(r0, r1):
@@ -541,7 +571,7 @@ def network_pass_backward(x, network, steepness: float, g=None, gw=None):
         _split_rows(run, B, 2 * B * L * N // 2)
     return gx
 
-# %% ../nbs/02_sorting/06_compiled_pass.ipynb #2a39478f
+# %% ../nbs/02_sorting/06_compiled_pass.ipynb #c2ef7b93
 def _pairs(network):
     "(lo, hi, off): every layer's pairs (lower wire first), concatenated, layer t at off[t]:off[t + 1]; int64, cached on the network."
     if getattr(network, "_kernel_pairs", None) is None:
@@ -570,7 +600,7 @@ class _CompiledMatrix(torch.autograd.Function):
     "The relaxed permutation (B, n, n) of a network of pair layers from its per-wire weights w (B, T, n) (alpha read from each pair's lower wire)."
     @staticmethod
     def forward(ctx, w, network):
-        lib = compiled_library()
+        lib = _library_or_raise()
         lo, hi, off = _pairs(network)
         wc = w.contiguous()
         B, T, n = w.shape
@@ -593,7 +623,7 @@ class _CompiledMatrix(torch.autograd.Function):
             order, partner = list(range(network.depth))[::-1], network.tables()[0].to(w.device)
             eye = torch.eye(network.n, dtype=w.dtype, device=w.device).unsqueeze(0)
             return _plain_vjp(ctx, (w,), g, lambda w_: _chain_plain(w_, eye, partner, order))[0], None
-        lib = compiled_library()
+        lib = _library_or_raise()
         lo, hi, off = _pairs(network)
         B, T, n = w.shape
         g, wc = g.to(w.dtype).contiguous(), w.contiguous()
@@ -603,7 +633,7 @@ class _CompiledMatrix(torch.autograd.Function):
         jobs = _matrix_jobs(B, n, B * int(off[-1]) * min(n, _TILE)) if B else []
         tiles = -(-n // _TILE)
         whole_rows = all(k1 - k0 == tiles for _, _, k0, k1 in jobs)   # threads on disjoint rows can share one buffer
-        parts = [torch.zeros_like(w) for _ in (jobs[:1] if whole_rows else jobs)] or [torch.zeros_like(w)]
+        parts = [torch.zeros(B, T, n, dtype=w.dtype) for _ in (jobs[:1] if whole_rows else jobs)] or [torch.zeros(B, T, n, dtype=w.dtype)]
         def run(b0, b1, k0, k1, part):                    # threads on the same rows (different tiles) add into their own buffers
             fn(lo.data_ptr(), hi.data_ptr(), off.data_ptr(), T, n, wc.data_ptr(), g.data_ptr(), parts[part].data_ptr(), K, b0, b1, k0, k1)
         if jobs:
@@ -612,7 +642,8 @@ class _CompiledMatrix(torch.autograd.Function):
 
 def network_matrix(w, network):
     "Relaxed permutation (B, n, n) of `network` from its per-wire weights w (B, T, n) (as `RelaxedSort._w`) by the compiled kernel; P[i, j] = weight of input i in position j."
-    return _CompiledMatrix.apply(w, network)
+    _checked_network(network)
+    return _CompiledMatrix.apply(_checked(w, "w", (None, network.depth, network.n)), network)
 
 def compiled_matrix_applies(w):
     "Whether `RelaxedSort.permutation` builds the matrix for weights w with the compiled kernel under the current mode."

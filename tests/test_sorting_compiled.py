@@ -305,3 +305,41 @@ def test_mode_from_environment(monkeypatch):
     monkeypatch.setenv("DIFFALG_COMPILED", "fast")
     with pytest.warns(RuntimeWarning, match="DIFFALG_COMPILED='fast'"):
         assert sc._mode_from_env() == "auto"
+
+
+def test_kernel_entry_points_check_their_arguments():
+    net = get_sorting_network("bitonic", 8)
+    x = torch.randn(2, 8)
+    with pytest.raises(ValueError, match=r"`x` must have shape \(B, 8\), got \(2, 7\)"):
+        sc.network_pass(torch.randn(2, 7), net, 10.0)
+    with pytest.raises(TypeError, match="`x` must be a float32 or float64 CPU tensor"):
+        sc.network_pass(x.half(), net, 10.0)
+    with pytest.raises(TypeError, match="`x` must be a torch.Tensor"):
+        sc.network_pass([1.0, 2.0], net, 10.0)
+    with pytest.raises(ValueError, match="`steepness`"):
+        sc.network_pass(x, net, 0.0)
+    with pytest.raises(TypeError, match="`network` must be a SortingNetwork"):
+        sc.network_pass(x, "bitonic", 10.0)
+    from diffalg.sorting_networks import SortingNetwork
+    with pytest.raises(ValueError, match="no in-place plan"):
+        sc.network_pass(torch.randn(2, 3), SortingNetwork(3, [[(0, 2)], [(0, 1)], [(1, 2)]]), 10.0)
+    with pytest.raises(ValueError, match=r"`gw` must have shape \(2, 6, 8\)"):
+        sc.network_pass_backward(x, net, 10.0, None, torch.zeros(2, 5, 8))
+    with pytest.raises(ValueError, match=r"`g` must have shape \(2, 8\)"):
+        sc.network_pass_backward(x, net, 10.0, torch.zeros(3, 8))
+    with pytest.raises(ValueError, match=r"`w` must have shape \(B, 6, 8\), got \(2, 6, 9\)"):
+        sc.network_matrix(torch.rand(2, 6, 9), net)
+    with sc.compiled_pass("off"):                          # the entry points themselves do not depend on the mode
+        assert torch.allclose(sc.network_pass(x, net, 10.0)[0], soft_sort(x, "bitonic", 10.0), atol=1e-5)
+
+
+def test_matrix_gradient_buffers_are_contiguous():
+    "Weights in a permuted (dense, non-contiguous) layout: the gradient comes back right."
+    net = get_sorting_network("odd_even", 7)
+    base = torch.rand(7, 2, net.depth, dtype=torch.float64)
+    w = base.permute(1, 2, 0).requires_grad_()                # (2, depth, 7) view with permuted strides
+    G = torch.randn(2, 7, 7, dtype=torch.float64)
+    g1, = torch.autograd.grad(sc.network_matrix(w, net), w, G)
+    w2 = w.detach().contiguous().requires_grad_()
+    g2, = torch.autograd.grad(sc.network_matrix(w2, net), w2, G)
+    assert torch.equal(g1, g2)
