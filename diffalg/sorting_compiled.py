@@ -4,7 +4,7 @@
 __all__ = ['KERNEL_SOURCE', 'set_compiled_pass', 'compiled_pass', 'compiled_library', 'compiled_pass_error', 'compiled_applies',
            'network_pass', 'network_pass_backward', 'network_matrix', 'compiled_matrix_applies']
 
-# %% ../nbs/02_sorting/06_compiled_pass.ipynb #2d5c7c1f
+# %% ../nbs/02_sorting/06_compiled_pass.ipynb #e320bf68
 import contextlib
 import ctypes
 import hashlib
@@ -21,7 +21,7 @@ from .logic_compiled import build_shared_library, find_c_compiler
 from .sorting import _plan_layers, _values_plan
 from .sorting_networks import SortingNetwork
 
-# %% ../nbs/02_sorting/06_compiled_pass.ipynb #d895ab8d
+# %% ../nbs/02_sorting/06_compiled_pass.ipynb #0119938d
 KERNEL_SOURCE = r"""/* diffalg: the in-place pass of a relaxed sorting network with Cauchy comparators, one row at a time (float and double).
    A program step is 5 numbers: op, a, b, offset, layer. LAYOUT (a: 1 = to the transposed storage, 0 = back),
    FLIP (offset: signs), BITS (a: the storage bit p that the pairs differ in; offset: idle mask or -1),
@@ -338,7 +338,7 @@ DEFINE_MATRIX(float, f32)
 DEFINE_MATRIX(double, f64)
 """
 
-# %% ../nbs/02_sorting/06_compiled_pass.ipynb #9eb6a9c2
+# %% ../nbs/02_sorting/06_compiled_pass.ipynb #b3ce6701
 _MODES = ("auto", "on", "off")
 _ENV_MODES = {"": "auto", "auto": "auto", "on": "on", "1": "on", "true": "on", "yes": "on", "off": "off", "0": "off", "false": "off", "no": "off"}
 
@@ -466,7 +466,7 @@ def _kernel_ready(x):
                       "set_compiled_pass('off') silences this.", RuntimeWarning, stacklevel=3)
     return False
 
-# %% ../nbs/02_sorting/06_compiled_pass.ipynb #182465eb
+# %% ../nbs/02_sorting/06_compiled_pass.ipynb #d7f303cb
 def _library_or_raise():
     "The kernel library, or a RuntimeError that says why it is not available."
     lib = compiled_library()
@@ -532,14 +532,17 @@ def _split_rows(run, B, work):
     k = min(torch.get_num_threads(), B) if work >= _THREADED_MIN else 1
     _run_jobs(run, [(B * i // k, B * (i + 1) // k) for i in range(k)])
 
-def network_pass(x, network, steepness: float, weights: bool = False):
-    """The compiled forward pass of the relaxed Cauchy `network` on the rows of x (B, n), float32 or float64 on the CPU, without autograd:
-    the sorted values (B, n) and, with `weights`, the per-wire weights (B, depth, N) in the plan's storage order (see `_NetworkValues`)."""
+def _pass_setup(x, network, steepness):
+    "The checked, contiguous rows x, the library and the network's program, for `network_pass` and its backward."
     _checked_network(network, plan=True)
     x = _checked(x, "x", (None, network.n)).detach().contiguous()
     check_positive(steepness, "steepness", allow_tensor=False)
-    lib = _library_or_raise()
-    prog, signs, idle, N, R, pad, L = _program(network)
+    return x, _library_or_raise(), _program(network)
+
+def network_pass(x, network, steepness: float, weights: bool = False):
+    """The compiled forward pass of the relaxed Cauchy `network` on the rows of x (B, n), float32 or float64 on the CPU, without autograd:
+    the sorted values (B, n) and, with `weights`, the per-wire weights (B, depth, N) in the plan's storage order (see `_NetworkValues`)."""
+    x, lib, (prog, signs, idle, N, R, pad, L) = _pass_setup(x, network, steepness)
     B, n = x.shape
     out = torch.empty_like(x)
     W = torch.ones(B, network.depth, N, dtype=x.dtype) if weights else None
@@ -554,11 +557,7 @@ def network_pass(x, network, steepness: float, weights: bool = False):
 def network_pass_backward(x, network, steepness: float, g=None, gw=None):
     """Gradient (B, n) with respect to x of `network_pass` for the values' gradient g (B, n) and the weights' gradient gw
     (B, depth, N, storage order); either may be None. Each row's forward pass is recomputed inside the kernel."""
-    _checked_network(network, plan=True)
-    x = _checked(x, "x", (None, network.n)).detach().contiguous()
-    check_positive(steepness, "steepness", allow_tensor=False)
-    lib = _library_or_raise()
-    prog, signs, idle, N, R, pad, L = _program(network)
+    x, lib, (prog, signs, idle, N, R, pad, L) = _pass_setup(x, network, steepness)
     B, n = x.shape
     g = None if g is None else _checked(g, "g", (B, n)).detach().to(x.dtype).contiguous()
     gw = None if gw is None else _checked(gw, "gw", (B, network.depth, N)).detach().to(x.dtype).contiguous()
@@ -571,7 +570,7 @@ def network_pass_backward(x, network, steepness: float, g=None, gw=None):
         _split_rows(run, B, 2 * B * L * N // 2)
     return gx
 
-# %% ../nbs/02_sorting/06_compiled_pass.ipynb #c2ef7b93
+# %% ../nbs/02_sorting/06_compiled_pass.ipynb #f95737d8
 def _pairs(network):
     "(lo, hi, off): every layer's pairs (lower wire first), concatenated, layer t at off[t]:off[t + 1]; int64, cached on the network."
     if getattr(network, "_kernel_pairs", None) is None:
