@@ -425,17 +425,17 @@ def _butterfly(ws, K, transpose=False):
     return (low * high).view(B, M, 2 ** K, 2 ** K)
 
 def _bitonic_butterfly(w, k):
-    """The transposed relaxed permutation R = P^T (B, N, N) of the bitonic network on N = 2^k wires from its weights w (B, T, N),
-    by matrix products, autograd throughout. Stage s (blocks of b = 2^(s+1) wires) multiplies every block by the b x b product
-    S_s of its s + 1 layers, a butterfly matrix: R_s = blockdiag(R_(s-1)) S_s^T, one batched product per stage."""
+    """The relaxed permutation P (B, N, N) of the bitonic network on N = 2^k wires from its weights w (B, T, N), by matrix
+    products, autograd throughout. Stage s (blocks of b = 2^(s+1) wires) multiplies every block by the b x b product S_s of its
+    s + 1 layers, a butterfly matrix: P^T = S_(k-1) ... S_0, so P_s = blockdiag(P_(s-1)) S_s^T, one batched product per stage."""
     B, N = w.shape[0], w.shape[-1]
-    R, t, ws = None, 0, w.unbind(1)
+    P, t, ws = None, 0, w.unbind(1)
     for s in range(k):
         b, c = 2 ** (s + 1), 2 ** s
         ST = _butterfly([ws[t + j].view(B, N // b, b) for j in range(s + 1)], s + 1, transpose=True)
         t += s + 1
-        R = ST if R is None else torch.matmul(R.view(B, N // b, 2, c, c), ST.view(B, N // b, 2, c, b)).view(B, N // b, b, b)
-    return R.view(B, N, N)
+        P = ST if P is None else torch.matmul(P.view(B, N // b, 2, c, c), ST.view(B, N // b, 2, c, b)).view(B, N // b, b, b)
+    return P.view(B, N, N)
 
 _MATMUL_MIN = 128   # wires from which `_bitonic_butterfly` is the faster form
 
@@ -542,7 +542,6 @@ class _NetworkValues(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, network, steepness, dist, weights=False):
         N, pad, _, r = _values_plan(network)
-        steps, layers = _plan_on(network, x.device, x.dtype), _plan_layers(network)
         ctx.network, ctx.steepness, ctx.dist = network, steepness, dist
         ctx.set_materialize_grads(False)                   # an unused output's gradient arrives as None
         from diffalg.sorting_compiled import compiled_applies, network_pass   # section 6; that module builds on this one
@@ -551,15 +550,17 @@ class _NetworkValues(torch.autograd.Function):
             out, W = network_pass(x, network, steepness, weights)
             ctx.save_for_backward(x, None, None)
         else:
-            out, W = _NetworkValues._torch_pass(ctx, x, network, steepness, dist, weights, N, pad, r, steps, layers)
+            out, W = _NetworkValues._torch_pass(ctx, x, network, steepness, dist, weights)
         if not weights:
             return out
-        W = _weights_layout(W, layers, r, 0)
+        W = _weights_layout(W, _plan_layers(network), r, 0)
         return out, (W[:, :, pad:] if pad else W)
 
     @staticmethod
-    def _torch_pass(ctx, x, network, steepness, dist, weights, N, pad, r, steps, layers):
+    def _torch_pass(ctx, x, network, steepness, dist, weights):
         "The pass in PyTorch operations, layer by layer over the whole batch; saves each layer's coefficients for the backward."
+        N, pad, _, r = _values_plan(network)
+        steps, layers = _plan_on(network, x.device, x.dtype), _plan_layers(network)
         need = ctx.needs_input_grad[0]
         base = type(dist)._step is Distribution._step      # F(steepness * u): the network is then positively homogeneous
         W = x.new_zeros(x.shape[0], network.depth, N) if weights else None   # 1 - weight: idle wires and empty layers keep weight 1
