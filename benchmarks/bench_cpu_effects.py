@@ -44,7 +44,7 @@ def main():
         print(f"{n:9d} " + " ".join(f"{c:>17s}" for c in cells))
 
     print("\n2. batched 256 x 256 x 256 products, B = 32, milliseconds")
-    from diffalg.sorting import soft_permutation
+    from diffalg.sorting.relaxed import soft_permutation
     torch.manual_seed(0)
     P = soft_permutation(torch.randn(32, 256), "odd_even", 10.0)
     tiny = torch.finfo(torch.float32).tiny

@@ -25,8 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from harness import setting, table  # noqa: E402
 
-from diffalg.logic import GroupSum, LogicLayer  # noqa: E402
-from diffalg.logic_compiled import LogicCircuit, compile_circuit  # noqa: E402
+from diffalg.logic.layers import GroupSum, LogicLayer  # noqa: E402
+from diffalg.logic.inference import LogicCircuit, compile_circuit  # noqa: E402
 
 
 def load_difflogic(src=None):

@@ -5,7 +5,7 @@ output sizes m, for three losses of scores (B, m): a pairwise logistic ranking l
 shallow graph), the book's relaxed odd-even sorting network with logistic swaps
 (diffalg.sorting.sort_loss: m layers, a hand-written backward without double backward, so only the
 finite-difference Hessian applies to it unless diffalg.sorting gains double backward) and NeuralSort
-(diffalg.sorting_baselines, plain torch). With --cnn, the time of one forward+backward pass of
+(diffalg.sorting.baselines, plain torch). With --cnn, the time of one forward+backward pass of
 diffalg.ranking.NumberScorer on the B*m images of a ranking batch is printed too, to put the
 overhead in context. All cases run in one process, the variants of a case timed in interleaved
 rounds (a shared machine's load then hits them alike).
@@ -23,9 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from harness import median_seconds, setting, table  # noqa: E402
 
-from diffalg.newton import fisher_newton_loss, hessian_newton_loss  # noqa: E402
-from diffalg.sorting import sort_loss, permutation_targets  # noqa: E402
-from diffalg.sorting_baselines import neuralsort_permutation  # noqa: E402
+from diffalg.newton.losses import fisher_newton_loss, hessian_newton_loss  # noqa: E402
+from diffalg.sorting.relaxed import sort_loss, permutation_targets  # noqa: E402
+from diffalg.sorting.baselines import neuralsort_permutation  # noqa: E402
 
 
 def pairwise_logistic(y, values):

@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from diffalg.relax_algorithms import bubble_sort, shortest_path
+from diffalg.relax.algorithms import bubble_sort, shortest_path
 
 BETA = 8.0
 EPSILON = 1e-5          # AlgoVision's default early-exit threshold of its while loops
@@ -152,7 +152,7 @@ def train_steps(repeats, block=10):
     """A whole training step of the relaxation chapter's ranking experiment (sample 100 sets of 5 numbers,
     the 16-channel scorer, expected-swaps loss, backward, Adam), with diffalg's and with AlgoVision's
     relaxed bubble sort as the loss; the same data, CNN and optimizer, timed in alternating blocks."""
-    from diffalg.data import digits_numbers
+    from diffalg.data.numbers import digits_numbers
     from diffalg.ranking import NumberScorer
     train = digits_numbers("train")
     algo = algovision_bubble_sort(BETA)

@@ -31,7 +31,7 @@ CHILD = r"""
 import json, os, resource, statistics, sys, time
 import torch
 torch.set_num_threads(1)
-from diffalg.rendering import Camera, camera_position, icosphere, load_mesh, render_rgb, render_silhouette
+from diffalg.rendering.raster import Camera, camera_position, icosphere, load_mesh, render_rgb, render_silhouette
 cfg = json.loads(sys.argv[1])
 if cfg["mesh"] == "teapot":
     v, f = load_mesh(cfg["path"])
@@ -80,7 +80,7 @@ def compare_with_pytorch3d_formula(sizes):
     import torch
     sys.path.insert(0, HERE)
     from pytorch3d_formula import soft_silhouette
-    from diffalg.rendering import Camera, camera_position, load_mesh, render_silhouette
+    from diffalg.rendering.raster import Camera, camera_position, load_mesh, render_silhouette
     v, f = load_mesh(TEAPOT)
     cam = Camera(camera_position(4.0, torch.tensor([10.0]), torch.tensor([20.0])))
     xy, depth = cam.project(v)

@@ -29,7 +29,7 @@ base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 x0 = torch.randn(batch, n)
 
 def run_ours():
-    from diffalg.sorting import RelaxedSort, soft_sort
+    from diffalg.sorting.relaxed import RelaxedSort, soft_sort
     x = x0.clone().requires_grad_()
     if kind == "perm":
         out = RelaxedSort(x, net, 10.0, "cauchy").permutation
@@ -81,8 +81,8 @@ import torch
 args = json.loads(sys.argv[1])
 if args["threads"]:
     torch.set_num_threads(args["threads"])
-from diffalg.sorting import soft_sort, _network_values, get_sorting_network
-from diffalg.sorting_compiled import compiled_pass, compiled_library
+from diffalg.sorting.relaxed import soft_sort, _network_values, get_sorting_network
+from diffalg.sorting._kernel import compiled_pass, compiled_library
 from diffalg.distributions import get_distribution
 try:
     import torchsort
@@ -146,7 +146,7 @@ def run_case(case, timeout):
 
 def kernel_built():
     "Whether diffalg's compiled kernel builds in this environment (it is used unless DIFFALG_COMPILED=off)."
-    code = "import diffalg.sorting_compiled as sc; print(sc.compiled_library() is not None)"
+    code = "import diffalg.sorting._kernel as sc; print(sc.compiled_library() is not None)"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "True"
 
 

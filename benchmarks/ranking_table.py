@@ -1,6 +1,6 @@
 """The sorting chapter's ranking-supervision table at a larger budget than CI's.
 
-Runs the training function of `nbs/02_sorting/04_ranking_supervision.ipynb` (its code cells are
+Runs the training function of `nbs/03_sorting/04_ranking_supervision.ipynb` (its code cells are
 executed from the notebook, so the settings are exactly the chapter's) for every method and set
 size of the chapter, and writes each result to a JSON file as soon as it is measured (a run that is
 interrupted keeps what it finished; a rerun skips the settings already in the file).
@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "nbs" / "02_sorting" / "04_ranking_supervision.ipynb"
+NOTEBOOK = ROOT / "nbs" / "03_sorting" / "04_ranking_supervision.ipynb"
 
 
 def chapter_namespace(scale):

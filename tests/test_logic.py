@@ -4,7 +4,7 @@ import io
 import pytest
 import torch
 
-from diffalg.logic import (GATE_COEFFICIENTS, GATE_NAMES, Binarize, GroupSum, LogicLayer, binarize, fit_thresholds,
+from diffalg.logic.layers import (GATE_COEFFICIENTS, GATE_NAMES, Binarize, GroupSum, LogicLayer, binarize, fit_thresholds,
                            gate_coefficients, gate_truth_table, logic_layer, random_connections, relaxed_gate,
                            unique_connections)
 

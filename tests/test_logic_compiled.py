@@ -1,9 +1,9 @@
-"Tests of diffalg.logic_compiled: the plain, bit-packed and compiled discrete paths agree bit for bit."
+"Tests of diffalg.logic.inference: the plain, bit-packed and compiled discrete paths agree bit for bit."
 import pytest
 import torch
 
-from diffalg.logic import GroupSum, LogicLayer, gate_truth_table
-from diffalg.logic_compiled import (GATE_FORMS, LogicCircuit, check_bits, circuit_to_c, compile_circuit,
+from diffalg.logic.layers import GroupSum, LogicLayer, gate_truth_table
+from diffalg.logic.inference import (GATE_FORMS, LogicCircuit, check_bits, circuit_to_c, compile_circuit,
                                     count_groups_packed, find_c_compiler, pack_bits, unpack_bits)
 
 needs_cc = pytest.mark.skipif(find_c_compiler() is None, reason="no C compiler")

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from diffalg.newton import (newton_step, fisher_precondition, hessian_newton_loss, fisher_newton_loss,
+from diffalg.newton.losses import (newton_step, fisher_precondition, hessian_newton_loss, fisher_newton_loss,
                             HessianNewtonLoss, FisherNewtonLoss, loss_hessian)
 
 F64 = torch.float64
@@ -365,8 +365,8 @@ def test_modules_share_argument_handling():
 
 def test_wraps_the_books_relaxed_sorting_losses(device):
     "The exact Hessian through diffalg.sorting's network (double backward) and NeuralSort; finite differences agree where unsaturated."
-    from diffalg.sorting import sort_loss
-    from diffalg.sorting_baselines import neuralsort_permutation
+    from diffalg.sorting.relaxed import sort_loss
+    from diffalg.sorting.baselines import neuralsort_permutation
     torch.manual_seed(6)
     y, v = torch.randn(4, 5, dtype=F64, device=device), torch.randn(4, 5, dtype=F64, device=device)
     losses = [lambda s: sort_loss(s, v, steepness=2.0, distribution="logistic", reduction="none"),

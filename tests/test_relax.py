@@ -1,12 +1,12 @@
-"Tests of diffalg.relax (relaxed operations) and diffalg.relax_algorithms (worked algorithms)."
+"Tests of diffalg.relax (relaxed operations) and diffalg.relax.algorithms (worked algorithms)."
 import heapq
 
 import pytest
 import torch
 
 from diffalg.distributions import distribution_names
-from diffalg.relax import Relaxation, T_NORMS, t_norm, t_conorm
-from diffalg.relax_algorithms import NEIGHBOURS, argmax, bubble_sort, levenshtein, shortest_path
+from diffalg.relax.program import Relaxation, T_NORMS, t_norm, t_conorm
+from diffalg.relax.algorithms import NEIGHBOURS, argmax, bubble_sort, levenshtein, shortest_path
 
 SMOOTH = [d for d in distribution_names() if d != "uniform"]   # uniform has kinks: no gradcheck
 
@@ -330,7 +330,7 @@ def test_bubble_sort_hand_written_backward(device):
 @pytest.mark.parametrize("name", ["logistic", "cauchy", "logistic_art"])
 def test_bubble_sort_node_equals_program(n, epsilon, name, device):
     "The one-node relaxed bubble sort equals the program over the relaxed state (`Relaxation.while_`, passes), values and gradients."
-    from diffalg.relax_algorithms import _bubble_sort_program, _relaxation
+    from diffalg.relax.algorithms import _bubble_sort_program, _relaxation
     torch.manual_seed(n)
     x = (2 * torch.randn(5, n, dtype=torch.float64, device=device)).requires_grad_()
     x = torch.cat([x, torch.arange(float(n), dtype=torch.float64, device=device)[None]])   # a sorted row: early exit

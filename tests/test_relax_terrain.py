@@ -1,9 +1,9 @@
-"Tests of diffalg.relax_terrain: the procedural terrain maps and the cost network."
+"Tests of diffalg.relax.terrain: the procedural terrain maps and the cost network."
 import pytest
 import torch
 
-from diffalg.relax_algorithms import shortest_path
-from diffalg.relax_terrain import TERRAINS, TerrainCostNet, terrain_maps
+from diffalg.relax.algorithms import shortest_path
+from diffalg.relax.terrain import TERRAINS, TerrainCostNet, terrain_maps
 
 
 def test_terrain_maps_shapes_and_costs():

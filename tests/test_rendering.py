@@ -8,7 +8,7 @@ import torch
 import trimesh
 
 from diffalg.distributions import distribution_names
-from diffalg.rendering import (Camera, camera_position, get_tconorm, hard_silhouette, icosphere, load_mesh,
+from diffalg.rendering.raster import (Camera, camera_position, get_tconorm, hard_silhouette, icosphere, load_mesh,
                                render_rgb, render_silhouette, signed_distance, tconorm_names, laplacian_loss,
                                flatten_loss, from_trimesh, coverage_margin)
 

@@ -1,11 +1,11 @@
-"Tests of diffalg.sorting_networks and diffalg.sorting: networks, relaxed permutations, values, ranks, top-k, losses."
+"Tests of diffalg.sorting.networks and diffalg.sorting: networks, relaxed permutations, values, ranks, top-k, losses."
 import itertools
 import pytest
 import torch
 
 from diffalg.distributions import distribution_names
-from diffalg.sorting_networks import SortingNetwork, odd_even_network, bitonic_network, get_sorting_network
-from diffalg.sorting import (diff_sort, soft_sort, soft_permutation, soft_rank, soft_topk_mask, sort_loss,
+from diffalg.sorting.networks import SortingNetwork, odd_even_network, bitonic_network, get_sorting_network
+from diffalg.sorting.relaxed import (diff_sort, soft_sort, soft_permutation, soft_rank, soft_topk_mask, sort_loss,
                              permutation_targets, relaxed_swap, DiffSortNet, RelaxedSort)
 
 NETWORKS = ("odd_even", "bitonic")
@@ -248,7 +248,7 @@ def test_hessian_of_sort_loss_matches_double_grad(kind, device):
 
 def test_pair_layer_values_match_general_path(device):
     "The sliced path for adjacent-pair layers gives the gather path's values and weights bit for bit."
-    from diffalg.sorting import _network_values
+    from diffalg.sorting.relaxed import _network_values
     from diffalg.distributions import get_distribution
     torch.manual_seed(5)
     net = odd_even_network(11)
@@ -267,7 +267,7 @@ def test_pair_layer_values_match_general_path(device):
 @pytest.mark.parametrize("n,block", [(9, 4), (13, 6), (70, 32), (64, 16)])
 def test_banded_chain_matches_layer_chain(n, block, device):
     "Odd-even networks b layers at a time (block-tridiagonal products) equal the layer-by-layer chain; gradients too."
-    from diffalg.sorting import _network_values, _apply_network_matrix, _banded_chain, _pair_specs
+    from diffalg.sorting.relaxed import _network_values, _apply_network_matrix, _banded_chain, _pair_specs
     from diffalg.distributions import get_distribution
     torch.manual_seed(n)
     net = odd_even_network(n)
@@ -282,7 +282,7 @@ def test_banded_chain_matches_layer_chain(n, block, device):
 
 
 def test_banded_path_gradcheck_and_default_dispatch(device):
-    from diffalg.sorting import _network_values, _banded_chain, _pair_specs, _BandProduct, _band_product
+    from diffalg.sorting.relaxed import _network_values, _banded_chain, _pair_specs, _BandProduct, _band_product
     from diffalg.distributions import get_distribution
     torch.manual_seed(6)
     n = 9
@@ -306,7 +306,7 @@ def test_banded_path_gradcheck_and_default_dispatch(device):
 @pytest.mark.parametrize("k", [1, 2, 3, 5, 6, 7, 9])
 def test_bitonic_butterfly_matches_block_form(k, device):
     "The butterfly form of the bitonic permutation (one matrix product per stage) equals the in-place block form; gradients too."
-    from diffalg.sorting import _BitonicPermutation, _bitonic_butterfly
+    from diffalg.sorting.relaxed import _BitonicPermutation, _bitonic_butterfly
     torch.manual_seed(k)
     N = 2 ** k
     w = torch.rand(2, k * (k + 1) // 2, N, device=device, dtype=torch.float64, requires_grad=True)
@@ -320,7 +320,7 @@ def test_bitonic_butterfly_matches_block_form(k, device):
 @pytest.mark.parametrize("K", [1, 2, 3, 4, 5])
 def test_butterfly_factors_give_the_layer_product(K):
     "S = M_last ... M_first of K single-bit layers (first on the highest bit) equals the product of the two factors, and its transpose."
-    from diffalg.sorting import _butterfly
+    from diffalg.sorting.relaxed import _butterfly
     torch.manual_seed(K)
     B, M, b = 2, 3, 2 ** K
     ws = [torch.rand(B, M, b, dtype=torch.float64) for _ in range(K)]
@@ -336,7 +336,7 @@ def test_butterfly_factors_give_the_layer_product(K):
 
 
 def test_bitonic_butterfly_gradcheck_and_default_dispatch(device):
-    from diffalg.sorting import _BitonicPermutation, _bitonic_butterfly, _MATMUL_MIN
+    from diffalg.sorting.relaxed import _BitonicPermutation, _bitonic_butterfly, _MATMUL_MIN
     torch.manual_seed(4)
     w = torch.rand(1, 21, 64, device=device, dtype=torch.float64, requires_grad=True)   # k = 6: stages of 1 to 6 layers
     assert torch.autograd.gradcheck(lambda w_: _bitonic_butterfly(w_, 6)[:, ::7, ::5], (w,))

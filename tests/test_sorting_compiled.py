@@ -1,14 +1,14 @@
-"Tests of the compiled network pass (diffalg.sorting_compiled) against the PyTorch in-place path and the out-of-place layer path."
+"Tests of the compiled network pass (diffalg.sorting._kernel) against the PyTorch in-place path and the out-of-place layer path."
 import contextlib
 import warnings
 
 import pytest
 import torch
 
-import diffalg.sorting_compiled as sc
+import diffalg.sorting._kernel as sc
 from diffalg.distributions import get_distribution
-from diffalg.sorting import RelaxedSort, _NetworkValues, _network_values, diff_sort, soft_sort
-from diffalg.sorting_networks import get_sorting_network
+from diffalg.sorting.relaxed import RelaxedSort, _NetworkValues, _network_values, diff_sort, soft_sort
+from diffalg.sorting.networks import get_sorting_network
 
 CAUCHY = get_distribution("cauchy")
 needs_kernel = pytest.mark.skipif(sc.find_c_compiler() is None, reason="no C compiler")
@@ -281,7 +281,7 @@ def test_matrix_backward_in_segments(monkeypatch, kind, n):
 
 def test_matrix_kernel_on_a_custom_network():
     "Any network of pair layers: comparators whose minimum goes to the higher wire, an empty layer, idle wires."
-    from diffalg.sorting_networks import SortingNetwork
+    from diffalg.sorting.networks import SortingNetwork
     net = SortingNetwork(6, [[(0, 3), (5, 1)], [], [(2, 4)], [(1, 0), (3, 2), (5, 4)], [(0, 5)]], "custom")
     torch.manual_seed(4)
     x = torch.randn(4, 6, dtype=torch.float64)
@@ -320,7 +320,7 @@ def test_kernel_entry_points_check_their_arguments():
         sc.network_pass(x, net, 0.0)
     with pytest.raises(TypeError, match="`network` must be a SortingNetwork"):
         sc.network_pass(x, "bitonic", 10.0)
-    from diffalg.sorting_networks import SortingNetwork
+    from diffalg.sorting.networks import SortingNetwork
     with pytest.raises(ValueError, match="no in-place plan"):
         sc.network_pass(torch.randn(2, 3), SortingNetwork(3, [[(0, 2)], [(0, 1)], [(1, 2)]]), 10.0)
     with pytest.raises(ValueError, match=r"`gw` must have shape \(2, 6, 8\)"):

@@ -1,10 +1,10 @@
-"Tests of diffalg.sorting_topk (top-k network and loss) and diffalg.sorting_baselines (NeuralSort, SoftSort)."
+"Tests of diffalg.sorting.topk (top-k network and loss) and diffalg.sorting.baselines (NeuralSort, SoftSort)."
 import pytest
 import torch
 
-from diffalg.sorting import RelaxedSort
-from diffalg.sorting_baselines import neuralsort_permutation, softsort_permutation
-from diffalg.sorting_topk import DiffTopkNet, TopKCrossEntropyLoss
+from diffalg.sorting.relaxed import RelaxedSort
+from diffalg.sorting.baselines import neuralsort_permutation, softsort_permutation
+from diffalg.sorting.topk import DiffTopkNet, TopKCrossEntropyLoss
 
 METHODS = ("bitonic", "odd_even", "bitonic__non_sparse", "neuralsort", "softsort")
 

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from diffalg.distributions import distribution_names, get_distribution
-from diffalg.sorting_networks import get_sorting_network, SortingNetwork
-from diffalg.sorting import diff_sort, soft_sort, sort_loss, _network_values, _NetworkValues, _values_plan, _serial_for
+from diffalg.sorting.networks import get_sorting_network, SortingNetwork
+from diffalg.sorting.relaxed import diff_sort, soft_sort, sort_loss, _network_values, _NetworkValues, _values_plan, _serial_for
 
 NETWORKS = ("odd_even", "bitonic")
 
