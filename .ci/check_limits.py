@@ -1,6 +1,6 @@
 """Size, style and layering limits that a reader of the book feels, checked on the sources.
 
-    python .ci/check_limits.py          # exit 1 and a list of every violation, or a one-line summary
+    python .ci/check_limits.py     # exit 1 and a list of every violation, or a one-line summary
 
 - every exported module (diffalg/**/*.py, except the generated _modidx.py) has at most 400 lines;
 - every exported notebook cell (`#| export`) has at most 60 lines;
@@ -116,14 +116,15 @@ def check_notebooks(problems):
             if src.lstrip().startswith(("#| export", "#|export")) and lines > MAX_EXPORT_CELL:
                 problems.append(f"{p.relative_to(ROOT)} cell {i}: export cell of {lines} lines "
                                 f"(at most {MAX_EXPORT_CELL})")
-            if HIDDEN & set(c.get("metadata", {}).get("tags", [])) or src.startswith("#| default_exp"):
+            tags = set(c.get("metadata", {}).get("tags", []))
+            if HIDDEN & tags or src.startswith("#| default_exp"):
                 continue
             run_start = i if run == 0 else run_start
             run += lines
             if run > MAX_VISIBLE_RUN:
-                problems.append(f"{p.relative_to(ROOT)} cells {run_start}-{i}: {run} consecutive lines "
-                                f"of visible code (at most {MAX_VISIBLE_RUN}; collapse engine cells with "
-                                "the hide-input tag or break them up with prose)")
+                problems.append(f"{p.relative_to(ROOT)} cells {run_start}-{i}: {run} consecutive "
+                                f"lines of visible code (at most {MAX_VISIBLE_RUN}; collapse "
+                                "engine cells with the hide-input tag or break them up with prose)")
                 run, run_start = 0, None
     return len(nbs)
 

@@ -1,6 +1,7 @@
 """Keep the notebooks clean: no outputs, no execution counts, only `tags` in cell metadata, and the
 same notebook metadata (a Python 3 kernel) everywhere. Cell ids are kept (nbdev's exported markers
-refer to them). Usage: python tools/clean_nbs.py [--check] [paths...]  (default: every notebook in nbs/)"""
+refer to them). Usage: python tools/clean_nbs.py [--check] [paths...]
+(default: every notebook in nbs/)"""
 import json
 import sys
 from pathlib import Path
@@ -41,9 +42,11 @@ def main(argv):
             if not check:
                 p.write_text(new, encoding="utf8")
     if check and dirty:
-        print("notebooks not clean (run `python tools/clean_nbs.py`):\n  " + "\n  ".join(map(str, dirty)))
+        print("notebooks not clean (run `python tools/clean_nbs.py`):\n  "
+              + "\n  ".join(map(str, dirty)))
         return 1
-    print(f"{'checked' if check else 'cleaned'} {len(paths)} notebooks" + (f", rewrote {len(dirty)}" if dirty and not check else ""))
+    rewrote = f", rewrote {len(dirty)}" if dirty and not check else ""
+    print(f"{'checked' if check else 'cleaned'} {len(paths)} notebooks{rewrote}")
     return 0
 
 
