@@ -14,23 +14,27 @@ Chromium at 1280 px, as a reader would, and fails loudly, one line per problem (
 - any error in the browser console while the page loads (uncaught exceptions, script syntax
   errors, resources that fail to load, console.error).
 
-How: each page is copied next to itself with a small script injected at the top of <head>; the
-script records errors from the first moment, and once the page (and MathJax) has settled it
-expands collapsed cells, measures every element and collects the text of prose and outputs (code
-excluded), and writes its findings into the DOM, which `chromium --dump-dom` returns.
+How: each page is copied next to itself with a small script (.ci/reader_probe.js) injected at
+the top of <head> and loaded in a fresh browser profile (a reader's first visit); the script
+records errors from the first moment, and once the page (and MathJax) has settled it expands
+collapsed cells, measures every element, collects the text of prose and outputs (code excluded)
+and writes its findings into the DOM, which `chromium --dump-dom` returns. Pages are loaded
+--jobs at a time; the report keeps the book's order.
 
 Usage: python .ci/check_html.py [_build/html] [--toc _toc.yml] [--page nbs/x/y ...]
-       [--screenshots DIR]"""
+       [--jobs N] [--screenshots DIR]"""
 import argparse
 import base64
 import hashlib
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -53,8 +57,8 @@ WORKSHOP = [
     r"\bCI(?:'s| is| runs| checks| would)\b", r"\bcontinuous integration\b",
     r"\b(?:this|last|previous|earlier|prior|same|that|the|next|other|these) sessions?\b",
     r"\bsessions?(?:'s?)? (?:before|ago|earlier|work)\b",
-    r"\b(?:an|the|this|that|our|my) (?:earlier|previous|prior|last|latest|first|second|other|"
-    r"recent|same) (?:run|runs|session|measurement|measurements|attempt|version)\b",
+    r"\b(?:an|the|this|that|our|my) (?:earlier|previous|prior|last|latest|recent) "
+    r"(?:run|runs|session|measurement|measurements|attempt|version)\b",
     r"\bin (?:these|those|both|two|earlier|previous) runs\b", r"\bsame day\b", r"\byesterday\b",
     r"\blast (?:night|week)\b", r"\bthis morning\b", r"\bTODO\b", r"\bFIXME\b", r"\bXXX\b",
 ]
@@ -123,9 +127,10 @@ def short(text, n=70):
     return text if len(text) <= n else text[:n - 3] + "..."
 
 
-def probe(browser, path, profile):
-    """Load a copy of the page with the probe injected; return (DOM, the probe's findings or None,
-    uncaught errors that Chromium logged)."""
+def probe(browser, path, profiles):
+    """Load a copy of the page with the probe injected, in a fresh browser profile (a first visit:
+    nothing stored from other pages); return (DOM, the probe's findings or None, uncaught errors
+    that Chromium logged)."""
     src = path.read_text(encoding="utf8")
     tag = f"<script>{PROBE_JS.read_text(encoding='utf8')}</script>".replace("\n", " ")
     m = re.search(r"<head[^>]*>", src, re.IGNORECASE)
@@ -133,8 +138,10 @@ def probe(browser, path, profile):
     copy = path.with_name(f".{path.stem}.reader-check.html")
     copy.write_text(src[:at] + tag + src[at:], encoding="utf8")
     try:
-        r = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom",
-                            copy.as_uri()], capture_output=True, text=True, timeout=120)
+        with tempfile.TemporaryDirectory(dir=profiles) as profile:
+            r = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                                "--dump-dom", copy.as_uri()], capture_output=True, text=True,
+                               timeout=120)
     finally:
         copy.unlink(missing_ok=True)
     dom = r.stdout
@@ -233,14 +240,14 @@ def layout_problems(page, found):
     return problems
 
 
-def check_page(page, path, browser, profile, executed=None, screenshots=None):
+def check_page(page, path, browser, profiles, executed=None, screenshots=None):
     """All problems of one page, as lines `page: what (where)`, and a one-line summary."""
     static = path.read_text(encoding="utf8")
     problems, col = static_problems(page, path, static)
-    dom, found, logged = probe(browser, path, profile)
+    dom, found, logged = probe(browser, path, profiles)
     if "<main" not in dom or "</html>" not in dom:
         return problems + [f"{page}: did not load in Chromium ({len(dom)} bytes of DOM)"], "no DOM"
-    if found is None or "fatal" in (found or {}):
+    if found is None or "fatal" in found:
         why = found["fatal"] if found else "no result in the DOM"
         return problems + [f"{page}: the reader's probe did not run ({short(why)})"], "no probe"
     if found["viewport"] != WIDTH:
@@ -269,11 +276,11 @@ def check_page(page, path, browser, profile, executed=None, screenshots=None):
     if screenshots:
         out = Path(screenshots)
         out.mkdir(parents=True, exist_ok=True)
-        subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+        subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profiles}",
                         f"--window-size={WIDTH},2400",
                         f"--screenshot={out / (page.replace('/', '_') + '.png')}", path.as_uri()],
                        capture_output=True, timeout=120)
-    return problems, f"images={n_img:2d} math_typeset={typeset}"
+    return problems, f"images={n_img:2d} math typeset={typeset}"
 
 
 def main():
@@ -282,19 +289,22 @@ def main():
     ap.add_argument("--toc", default="_toc.yml")
     ap.add_argument("--page", action="append", help="check only this page (repeatable)")
     ap.add_argument("--screenshots", default=None)
+    ap.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
+                    help="pages loaded at the same time (default: cores, at most 4)")
     args = ap.parse_args()
     root = Path(args.html).resolve()
     browser = chromium()
     pages = args.page or toc_pages(args.toc)
     problems, total_images = [], 0
-    with tempfile.TemporaryDirectory() as profile:
-        for page in pages:
-            path = root / f"{page}.html"
-            if not path.is_file():
-                problems.append(f"{page}: no HTML file ({path})")
-                continue
-            executed = root.parent / "jupyter_execute" / f"{page}.ipynb"
-            found, summary = check_page(page, path, browser, profile, executed, args.screenshots)
+    def one(page):
+        path = root / f"{page}.html"
+        if not path.is_file():
+            return [f"{page}: no HTML file ({path})"], "missing"
+        executed = root.parent / "jupyter_execute" / f"{page}.ipynb"
+        return check_page(page, path, browser, profiles, executed, args.screenshots)
+
+    with tempfile.TemporaryDirectory() as profiles, ThreadPoolExecutor(args.jobs) as pool:
+        for page, (found, summary) in zip(pages, pool.map(one, pages)):   # in the book's order
             total_images += int(re.search(r"images=\s*(\d+)", summary + " images=0").group(1))
             print(f"{'ok ' if not found else 'BAD'} {page:45s} {summary}"
                   f"{'' if not found else f'  ({len(found)} problems)'}", flush=True)

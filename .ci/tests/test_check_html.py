@@ -58,10 +58,10 @@ def output(text):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     browser = ch.chromium()
-    profile = tmp_path_factory.mktemp("profile")
+    profiles = tmp_path_factory.mktemp("profiles")
 
     def check(path, executed=None):
-        problems, _ = ch.check_page("p", path, browser, profile, executed)
+        problems, _ = ch.check_page("p", path, browser, profiles, executed)
         for line in problems:
             assert line.startswith("p: ")
         return problems
@@ -265,3 +265,11 @@ def test_main_one_line_per_problem(tmp_path):
     r = subprocess.run(cmd[:-2] + ["--page", "nbs/good"], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0 and "1 pages OK" in r.stdout
+
+
+def test_every_page_is_a_first_visit(tmp_path, run):
+    "Each page gets a fresh profile: an error that only a first visit shows is seen on every page."
+    head = ("<script>if (!localStorage.getItem('seen')) console.error('first visit');"
+            "localStorage.setItem('seen', '1');</script>")
+    for name in ("one", "two"):
+        assert one(run(page(tmp_path, "<p>x</p>", head=head, name=name)), "first visit")
