@@ -11,4 +11,6 @@ if ! python -c "import jupyterlab" 2>/dev/null; then
   { PIP_DISABLE_PIP_VERSION_CHECK=1 python -m pip install -q jupyterlab 2>&1 1>&3 \
       | { grep -v "is ignored: it is neither a file nor a directory" || true; } >&2; } 3>&1
 fi
-exec jupyter lab nbs/ "$@"
+# Jupyter refuses to run as root unless told; containers often run as root
+root_flag=(); [ "$(id -u)" = 0 ] && root_flag=(--allow-root)
+exec jupyter lab nbs/ "${root_flag[@]}" "$@"
