@@ -10,7 +10,8 @@ def test_check_tensor():
     assert check_tensor(x, "x", min_dim=2) is x
     with pytest.raises(TypeError, match="`y` must be a torch.Tensor, got list"):
         check_tensor([1.0], "y")
-    with pytest.raises(ValueError, match=r"`y` must have at least 3 dimension\(s\), got shape \(2, 3\)"):
+    match = r"`y` must have at least 3 dimension\(s\), got shape \(2, 3\)"
+    with pytest.raises(ValueError, match=match):
         check_tensor(x, "y", min_dim=3)
     with pytest.raises(TypeError, match="dtype torch.int64"):
         check_tensor(torch.arange(3), "y")

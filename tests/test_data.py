@@ -7,13 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from diffalg.data.numbers import MultiDigitNumbers, digit_pools, digits_numbers, load_mnist, mnist_numbers, read_idx
+from diffalg.data import MultiDigitNumbers, digit_pools, digits_numbers, load_mnist, mnist_numbers
+from diffalg.data import read_idx
 
 
 def write_idx(path, array, type_byte=0x08):
     "Write an IDX file independently of diffalg (big-endian header, raw data)."
     header = bytes([0, 0, type_byte, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = header + array.astype(array.dtype.newbyteorder(">") if array.dtype.itemsize > 1 else array.dtype).tobytes()
+    big_endian = array.dtype.newbyteorder(">") if array.dtype.itemsize > 1 else array.dtype
+    data = header + array.astype(big_endian).tobytes()
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "wb") as f:
         f.write(data)
@@ -131,7 +133,8 @@ def test_load_mnist_roundtrip(tmp_path, gz):
     written = make_mnist(tmp_path, gz=gz)
     images, labels = load_mnist(tmp_path, "train")
     assert images.shape == (30, 28, 28) and images.dtype == torch.float32
-    np.testing.assert_array_equal((images * 255).round().to(torch.uint8).numpy(), written["train"][0])
+    as_bytes = (images * 255).round().to(torch.uint8).numpy()
+    np.testing.assert_array_equal(as_bytes, written["train"][0])
     np.testing.assert_array_equal(labels.numpy(), written["train"][1])
     test_images, _ = load_mnist(tmp_path, "test")
     assert test_images.shape == (20, 28, 28)
@@ -143,7 +146,8 @@ def test_mnist_numbers_interface(tmp_path):
     assert ds.image_shape == (1, 28, 112) and len(ds) == 40
     img, value = ds[0]
     first_digit_index = ds.digit_index[0, 0]
-    np.testing.assert_array_equal((img[0, :, :28] * 255).round().to(torch.uint8).numpy(), written["t10k"][0][first_digit_index])
+    first_digit = (img[0, :, :28] * 255).round().to(torch.uint8).numpy()
+    np.testing.assert_array_equal(first_digit, written["t10k"][0][first_digit_index])
     assert int(value) // 1000 == int(written["t10k"][1][first_digit_index])
     x, v = ds.sample_ranking(5, 3)
     assert x.shape == (3, 5, 1, 28, 112)
@@ -194,8 +198,8 @@ def test_mismatched_counts_and_labels(tmp_path):
 
 @pytest.mark.parametrize("m, n", [(3, 2), (8, 2), (12, 3)])
 def test_distinct_draws_are_uniform_over_ordered_tuples(m, n):
-    # both branches (random-permutation prefix for n^2 > m, rejection otherwise): every ordered tuple of
-    # n distinct values equally likely; a chi-square statistic far above its mean would fail
+    # both branches (random-permutation prefix for n^2 > m, rejection otherwise): every ordered
+    # tuple of n distinct values equally likely; a chi-square statistic far above its mean fails
     from diffalg.data.numbers import _distinct_draws
     draws = _distinct_draws(m, 60_000, n, torch.Generator().manual_seed(0))
     assert ((draws >= 0) & (draws < m)).all()

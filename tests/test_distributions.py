@@ -12,7 +12,8 @@ SYMMETRIC = NAMES  # all registered distributions are symmetric about 0
 
 
 def test_registry_has_the_papers_distributions():
-    for name in ("logistic", "logistic_art", "gaussian", "cauchy", "reciprocal", "optimal", "uniform", "laplace"):
+    for name in ("logistic", "logistic_art", "gaussian", "cauchy", "reciprocal", "optimal",
+                 "uniform", "laplace"):
         assert name in NAMES
 
 
@@ -33,16 +34,19 @@ def test_cdf_is_a_cdf(name, device):
 @pytest.mark.parametrize("name", SYMMETRIC)
 def test_symmetry(name, device):
     x = torch.linspace(-20, 20, 4001, dtype=torch.float64, device=device)
-    torch.testing.assert_close(cdf(x, name) + cdf(-x, name), torch.ones_like(x), atol=1e-12, rtol=0)
+    torch.testing.assert_close(cdf(x, name) + cdf(-x, name), torch.ones_like(x),
+                               atol=1e-12, rtol=0)
     torch.testing.assert_close(pdf(x, name), pdf(-x, name), atol=1e-12, rtol=0)
-    assert cdf(torch.zeros(1, dtype=torch.float64, device=device), name).item() == pytest.approx(0.5, abs=1e-12)
+    zero = torch.zeros(1, dtype=torch.float64, device=device)
+    assert cdf(zero, name).item() == pytest.approx(0.5, abs=1e-12)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_density_is_derivative_of_cdf(name, device):
     # avoid the kinks of uniform (+-1/2), optimal (+-1/4) and the ART spike at 0
     x = torch.cat([torch.linspace(-8, -0.6, 300), torch.linspace(0.6, 8, 300),
-                   torch.tensor([-0.3, -0.1, 0.1, 0.2, 0.3])]).to(device=device, dtype=torch.float64)
+                   torch.tensor([-0.3, -0.1, 0.1, 0.2, 0.3])])
+    x = x.to(device=device, dtype=torch.float64)
     x.requires_grad_(True)
     (grad,) = torch.autograd.grad(cdf(x, name).sum(), x)
     torch.testing.assert_close(grad, pdf(x.detach(), name), atol=1e-10, rtol=1e-8)
@@ -52,22 +56,29 @@ def test_density_is_derivative_of_cdf(name, device):
 def test_density_integrates_to_one(name):
     # trapezoid rule on a fine grid plus the analytic tail mass 1 - F(L) + F(-L)
     L = 200.0
-    x = torch.linspace(-L, L, 2_000_000, dtype=torch.float64)  # even count: 0 is not a grid point (ART spike)
+    x = torch.linspace(-L, L, 2_000_000, dtype=torch.float64)  # even: 0 is no grid point (ART)
     mass = torch.trapezoid(pdf(x, name), x).item()
-    tails = 1 - cdf(torch.tensor(L, dtype=torch.float64), name).item() + cdf(torch.tensor(-L, dtype=torch.float64), name).item()
+    ends = cdf(torch.tensor([-L, L], dtype=torch.float64), name)
+    tails = 1 - ends[1].item() + ends[0].item()
     assert mass + tails == pytest.approx(1.0, abs=5e-3 if name == "logistic_art" else 1e-6)
 
 
 # Reference values computed by hand from the published formulas (float64).
 REFERENCE = {
     # name: [(x, F(x), f(x)), ...]
-    "logistic": [(0.0, 0.5, 0.25), (2.0, 1 / (1 + math.exp(-2)), math.exp(-2) / (1 + math.exp(-2)) ** 2)],
-    "gaussian": [(0.0, 0.5, 1 / math.sqrt(2 * math.pi)), (1.0, 0.8413447460685429, math.exp(-0.5) / math.sqrt(2 * math.pi))],
-    "cauchy": [(0.0, 0.5, 1 / math.pi), (1.0, 0.75, 1 / (2 * math.pi)), (-3.0, 0.5 - math.atan(3) / math.pi, 1 / (10 * math.pi))],
-    "reciprocal": [(0.0, 0.5, 0.25), (2.0, 0.5 * (2 / 4 + 1), 1 / 16), (-6.0, 0.5 * (-6 / 8 + 1), 1 / 64)],
-    "optimal": [(0.0, 0.5, 1.0), (0.25, 0.75, 1.0), (0.1, 0.6, 1.0), (1.0, 1 - 1 / 16, 1 / 16), (-2.0, 1 / 32, 1 / 64)],
+    "logistic": [(0.0, 0.5, 0.25),
+                 (2.0, 1 / (1 + math.exp(-2)), math.exp(-2) / (1 + math.exp(-2)) ** 2)],
+    "gaussian": [(0.0, 0.5, 1 / math.sqrt(2 * math.pi)),
+                 (1.0, 0.8413447460685429, math.exp(-0.5) / math.sqrt(2 * math.pi))],
+    "cauchy": [(0.0, 0.5, 1 / math.pi), (1.0, 0.75, 1 / (2 * math.pi)),
+               (-3.0, 0.5 - math.atan(3) / math.pi, 1 / (10 * math.pi))],
+    "reciprocal": [(0.0, 0.5, 0.25), (2.0, 0.5 * (2 / 4 + 1), 1 / 16),
+                   (-6.0, 0.5 * (-6 / 8 + 1), 1 / 64)],
+    "optimal": [(0.0, 0.5, 1.0), (0.25, 0.75, 1.0), (0.1, 0.6, 1.0), (1.0, 1 - 1 / 16, 1 / 16),
+                (-2.0, 1 / 32, 1 / 64)],
     "uniform": [(0.0, 0.5, 1.0), (0.25, 0.75, 1.0), (0.7, 1.0, 0.0), (-0.7, 0.0, 0.0)],
-    "laplace": [(0.0, 0.5, 0.5), (1.0, 1 - 0.5 * math.exp(-1), 0.5 * math.exp(-1)), (-2.0, 0.5 * math.exp(-2), 0.5 * math.exp(-2))],
+    "laplace": [(0.0, 0.5, 0.5), (1.0, 1 - 0.5 * math.exp(-1), 0.5 * math.exp(-1)),
+                (-2.0, 0.5 * math.exp(-2), 0.5 * math.exp(-2))],
 }
 
 
@@ -75,18 +86,21 @@ REFERENCE = {
 def test_formulas_at_fixed_points(name, device):
     pts = REFERENCE[name]
     x = torch.tensor([p[0] for p in pts], dtype=torch.float64, device=device)
-    torch.testing.assert_close(cdf(x, name).cpu(), torch.tensor([p[1] for p in pts], dtype=torch.float64), atol=1e-12, rtol=0)
-    torch.testing.assert_close(pdf(x, name).cpu(), torch.tensor([p[2] for p in pts], dtype=torch.float64), atol=1e-12, rtol=0)
+    expected_cdf = torch.tensor([p[1] for p in pts], dtype=torch.float64)
+    expected_pdf = torch.tensor([p[2] for p in pts], dtype=torch.float64)
+    torch.testing.assert_close(cdf(x, name).cpu(), expected_cdf, atol=1e-12, rtol=0)
+    torch.testing.assert_close(pdf(x, name).cpu(), expected_pdf, atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("art_lambda", [0.0, 0.25, 0.5])
 def test_logistic_art_matches_the_dsn_formula(art_lambda, device):
-    # DSN (ICML 2021): alpha = sigmoid(beta * x / (|x| + eps)^lambda), steepness applied after the replacement
+    # DSN (ICML 2021): alpha = sigmoid(beta * x / (|x| + eps)^lambda), the steepness applied after
+    # the replacement
     x = torch.tensor([-3.0, -0.2, 0.01, 0.5, 4.0], dtype=torch.float64, device=device)
     beta = 7.0
     expected = torch.sigmoid(beta * x / (x.abs() + 1e-10) ** art_lambda)
-    torch.testing.assert_close(relaxed_step(x, beta, "logistic_art", art_lambda=art_lambda), expected)
-    torch.testing.assert_close(relaxed_step(x, beta, "logistic_phi", art_lambda=art_lambda), expected)
+    for name in ("logistic_art", "logistic_phi"):
+        torch.testing.assert_close(relaxed_step(x, beta, name, art_lambda=art_lambda), expected)
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n != "logistic_art"])
@@ -106,7 +120,8 @@ def test_hard_limit(name, device):
 
 
 def test_monotonic_flag_is_the_heavy_tailed_set():
-    assert {n for n in NAMES if get_distribution(n).monotonic} == {"cauchy", "reciprocal", "optimal"}
+    monotonic = {n for n in NAMES if get_distribution(n).monotonic}
+    assert monotonic == {"cauchy", "reciprocal", "optimal"}
     # heavy tails: x^2 f(x) stays bounded away from 0 far out; light tails: it vanishes
     x = torch.tensor([1e3], dtype=torch.float64)
     for n in NAMES:
@@ -156,7 +171,8 @@ def test_bad_x(bad, err, match):
         relaxed_step(bad, 1.0)
 
 
-@pytest.mark.parametrize("steepness", [0.0, -1.0, float("inf"), float("nan"), torch.tensor([1.0, -2.0])])
+@pytest.mark.parametrize("steepness",
+                         [0.0, -1.0, float("inf"), float("nan"), torch.tensor([1.0, -2.0])])
 def test_bad_steepness(steepness):
     with pytest.raises(ValueError, match="`steepness` must be finite and > 0"):
         relaxed_step(torch.zeros(3), steepness)
@@ -180,7 +196,8 @@ def test_register_a_new_distribution():
         D.register_distribution(StudentT2)
         assert "test_student_t2" in D.distribution_names()
         x = torch.tensor([0.0, 1.0], dtype=torch.float64)
-        torch.testing.assert_close(relaxed_step(x, 2.0, "test_student_t2"), 0.5 + 2 * x / (2 * torch.sqrt(2 + 4 * x * x)))
+        expected = 0.5 + 2 * x / (2 * torch.sqrt(2 + 4 * x * x))
+        torch.testing.assert_close(relaxed_step(x, 2.0, "test_student_t2"), expected)
     finally:
         D._REGISTRY.pop("test_student_t2", None)
     with pytest.raises(TypeError):

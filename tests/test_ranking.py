@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from diffalg.data.numbers import digits_numbers
+from diffalg.data import digits_numbers
 from diffalg.ranking import NumberScorer, evaluate_ranking, evaluation_sets, ranking_accuracy
 
 

@@ -3,9 +3,9 @@
 # %% auto #0
 __all__ = ['digit_pools', 'MultiDigitNumbers', 'digits_numbers', 'read_idx', 'load_mnist', 'mnist_numbers']
 
-# %% ../../nbs/01_intro/index.ipynb #006791bd
-from .numbers import digit_pools, MultiDigitNumbers, digits_numbers, read_idx
-from .numbers import load_mnist, mnist_numbers
+# %% ../../nbs/01_intro/index.ipynb #894b6ada
+from .numbers import digit_pools, MultiDigitNumbers, digits_numbers
+from .mnist import read_idx, load_mnist, mnist_numbers
 
 _all_ = ['digit_pools', 'MultiDigitNumbers', 'digits_numbers', 'read_idx', 'load_mnist',
          'mnist_numbers']
