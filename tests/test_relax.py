@@ -330,7 +330,8 @@ def test_bubble_sort_hand_written_backward(device):
 @pytest.mark.parametrize("name", ["logistic", "cauchy", "logistic_art"])
 def test_bubble_sort_node_equals_program(n, epsilon, name, device):
     "The one-node relaxed bubble sort equals the program over the relaxed state (`Relaxation.while_`, passes), values and gradients."
-    from diffalg.relax.algorithms import _bubble_sort_program, _relaxation
+    from diffalg.relax._engine import _bubble_sort_rows as _bubble_sort_program
+    from diffalg.relax.algorithms import _relaxation
     torch.manual_seed(n)
     x = (2 * torch.randn(5, n, dtype=torch.float64, device=device)).requires_grad_()
     x = torch.cat([x, torch.arange(float(n), dtype=torch.float64, device=device)[None]])   # a sorted row: early exit
