@@ -1,4 +1,5 @@
 "Tests of diffalg.relax.terrain: the procedural terrain maps and the cost network."
+
 import pytest
 import torch
 
@@ -23,14 +24,21 @@ def test_terrain_maps_reproducible_and_seed_dependent():
 def test_terrain_textures_differ_between_grass_and_forest():
     "Grass and forest have nearly the same colour; their texture must tell them apart."
     images, _, ids = terrain_maps(20, size=12, cell=6, seed=0)
-    patches = images.unfold(2, 6, 6).unfold(3, 6, 6)            # (n, 3, 12, 12, 6, 6)
-    std = patches.std((-2, -1)).mean(1)                           # texture strength per cell
+    patches = images.unfold(2, 6, 6).unfold(3, 6, 6)  # (n, 3, 12, 12, 6, 6)
+    std = patches.std((-2, -1)).mean(1)  # texture strength per cell
     grass, forest = [k for k, t in enumerate(TERRAINS) if t[0] in ("grass", "forest")]
     assert std[ids == forest].mean() > 2 * std[ids == grass].mean()
 
 
-@pytest.mark.parametrize("kwargs, match", [(dict(n_maps=0), "n_maps"), (dict(n_maps=2, size=1), "size"),
-                                           (dict(n_maps=2, cell=3), "cell"), (dict(n_maps=2, seed=-1), "seed")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(n_maps=0), "n_maps"),
+        (dict(n_maps=2, size=1), "size"),
+        (dict(n_maps=2, cell=3), "cell"),
+        (dict(n_maps=2, seed=-1), "seed"),
+    ],
+)
 def test_terrain_maps_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         terrain_maps(**kwargs)
