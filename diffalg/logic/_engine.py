@@ -28,7 +28,7 @@ def gate_coefficients(probs):
                          f"got shape {tuple(probs.shape)}")
     return probs @ GATE_COEFFICIENTS.to(probs)
 
-# %% ../../nbs/05_logic/05_fast_layer.ipynb #c70b9747
+# %% ../../nbs/05_logic/05_fast_layer.ipynb #06cdb8ad
 def _dot_rows(u, v):
     "Row-wise dot products of two (n, batch) tensors: (n,), as one batched matrix product."
     return torch.bmm(u.unsqueeze(1), v.unsqueeze(2)).view(-1)
@@ -40,7 +40,7 @@ def _fan_in(indices, n_in: int):
     counts = torch.bincount(indices, minlength=n_in)
     return order, torch.cumsum(counts, 0) - counts
 
-# %% ../../nbs/05_logic/05_fast_layer.ipynb #2d6e71bd
+# %% ../../nbs/05_logic/05_fast_layer.ipynb #af83fe94
 class _LogicLayerFunction(torch.autograd.Function):
     """y_j = c0 + c1 a + c2 b + c3 ab with a = x[:, ia_j], b = x[:, ib_j]; `indices` is (2n,) =
     [ia; ib]; `fan_in` = `_fan_in(indices, in)` or None."""
@@ -90,7 +90,7 @@ class _LogicLayerFunction(torch.autograd.Function):
             grad_x = gxt.t()
         return grad_x, None, grad_coef, None, None
 
-# %% ../../nbs/05_logic/05_fast_layer.ipynb #743720bb
+# %% ../../nbs/05_logic/05_fast_layer.ipynb #e5e1a32b
 def _logic_layer_nograd(x, indices, coef):
     "Forward only (inference): the same values with fewer temporaries and nothing saved."
     xt = x.t()
