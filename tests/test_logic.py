@@ -1,12 +1,13 @@
-"Tests of diffalg.logic: relaxed gates, LogicLayer against a plain 16-gate reference, GroupSum, binarization."
+"""Tests of diffalg.logic: relaxed gates, LogicLayer against a plain 16-gate reference, GroupSum,
+binarization."""
 import io
 
 import pytest
 import torch
 
-from diffalg.logic.layers import (GATE_COEFFICIENTS, GATE_NAMES, Binarize, GroupSum, LogicLayer, binarize, fit_thresholds,
-                           gate_coefficients, gate_truth_table, logic_layer, random_connections, relaxed_gate,
-                           unique_connections)
+from diffalg.logic import (GATE_COEFFICIENTS, GATE_NAMES, Binarize, GroupSum, LogicLayer, binarize,
+                           fit_thresholds, gate_coefficients, gate_truth_table, logic_layer,
+                           random_connections, relaxed_gate, unique_connections)
 
 
 # ---- a plain reference: the 16 gates written out one by one (as in the paper's Table 1) ----
@@ -21,7 +22,10 @@ def ref_gate(a, b, i):
 def ref_layer(x, indices, weights, training=True):
     "All 16 gate outputs per neuron, mixed by softmax(weights) (training) or one-hot argmax (eval)."
     a, b = x[..., indices[0]], x[..., indices[1]]
-    p = torch.softmax(weights, -1) if training else torch.nn.functional.one_hot(weights.argmax(-1), 16).to(x)
+    if training:
+        p = torch.softmax(weights, -1)
+    else:
+        p = torch.nn.functional.one_hot(weights.argmax(-1), 16).to(x)
     return sum(p[:, i] * ref_gate(a, b, i) for i in range(16))
 
 
@@ -54,7 +58,8 @@ def test_gate_names_and_coefficients():
 @pytest.mark.parametrize("grad_factor", [1.0, 2.0])
 def test_layer_matches_reference_forward_backward(connections, grad_factor, device):
     torch.manual_seed(0)
-    layer = LogicLayer(12, 20, device=device, connections=connections, grad_factor=grad_factor).double()
+    layer = LogicLayer(12, 20, device=device, connections=connections,
+                       grad_factor=grad_factor).double()
     x = torch.rand(9, 12, dtype=torch.float64, device=device, requires_grad=True)
     y = layer(x)
     x2 = x.detach().clone().requires_grad_(True)
@@ -74,7 +79,8 @@ def test_two_layers_and_groupsum_match_reference(device):
                               GroupSum(3, tau=2.0)).double()
     x = torch.rand(70, 10, dtype=torch.float64, device=device)
     y = net(x)
-    w = [net[0].weights.detach().clone().requires_grad_(True), net[1].weights.detach().clone().requires_grad_(True)]
+    w = [net[0].weights.detach().clone().requires_grad_(True),
+         net[1].weights.detach().clone().requires_grad_(True)]
     h = ref_layer(ref_layer(x, net[0].indices, w[0]), net[1].indices, w[1])
     y2 = h.reshape(70, 3, 4).sum(-1) / 2.0
     assert torch.allclose(y, y2, atol=1e-12)
@@ -125,11 +131,13 @@ def test_connections():
 
 
 def test_save_load_roundtrip():
-    net = torch.nn.Sequential(LogicLayer(8, 16, seed=0), LogicLayer(16, 10, seed=1), GroupSum(2, 3.0))
+    net = torch.nn.Sequential(LogicLayer(8, 16, seed=0), LogicLayer(16, 10, seed=1),
+                              GroupSum(2, 3.0))
     buf = io.BytesIO()
     torch.save(net.state_dict(), buf)
     buf.seek(0)
-    net2 = torch.nn.Sequential(LogicLayer(8, 16, seed=10), LogicLayer(16, 10, seed=11), GroupSum(2, 3.0))
+    net2 = torch.nn.Sequential(LogicLayer(8, 16, seed=10), LogicLayer(16, 10, seed=11),
+                               GroupSum(2, 3.0))
     net2.load_state_dict(torch.load(buf))
     x = torch.rand(4, 8)
     assert torch.equal(net(x), net2(x))
@@ -137,7 +145,8 @@ def test_save_load_roundtrip():
 
 
 def test_difflogic_constructor_arguments():
-    layer = LogicLayer(in_dim=8, out_dim=16, device="cpu", grad_factor=1.0, implementation="python", connections="unique")
+    layer = LogicLayer(in_dim=8, out_dim=16, device="cpu", grad_factor=1.0,
+                       implementation="python", connections="unique")
     assert layer.implementation == "fast"
     gs = GroupSum(k=2, tau=10.0, device="cpu")
     assert gs(layer(torch.rand(3, 8))).shape == (3, 2)
@@ -145,7 +154,8 @@ def test_difflogic_constructor_arguments():
 
 def test_groupsum(device):
     x = torch.arange(12.0, device=device).reshape(2, 6)
-    assert torch.equal(GroupSum(3, tau=1.0)(x), torch.tensor([[1., 5., 9.], [13., 17., 21.]], device=device))
+    assert torch.equal(GroupSum(3, tau=1.0)(x),
+                       torch.tensor([[1., 5., 9.], [13., 17., 21.]], device=device))
     assert GroupSum(2)(torch.ones(4, 3, 6)).shape == (4, 3, 2)
 
 
@@ -156,7 +166,8 @@ def test_binarize(device):
     bits = binarize(x, th)
     assert bits.shape == (200, 15) and set(bits.unique().tolist()) <= {0.0, 1.0}
     # quantile thresholds: each bit is on for about 3/4, 1/2, 1/4 of the samples
-    assert torch.allclose(bits.reshape(200, 5, 3).mean((0, 1)), torch.tensor([0.75, 0.5, 0.25], device=device), atol=0.02)
+    assert torch.allclose(bits.reshape(200, 5, 3).mean((0, 1)),
+                          torch.tensor([0.75, 0.5, 0.25], device=device), atol=0.02)
     assert torch.equal(Binarize(th)(x), bits)
     th_u = fit_thresholds(x, 1, method="uniform")
     assert torch.allclose(th_u[:, 0], (x.min(0).values + x.max(0).values) / 2)
@@ -205,7 +216,8 @@ def test_no_grad_path_equals_autograd_path(device):
 
 
 def test_backward_twice_with_retain_graph(device):
-    "The backward writes the input gradients over its gathered inputs; a second backward must gather them again."
+    """The backward writes the input gradients over its gathered inputs; a second backward must
+    gather them again."""
     torch.manual_seed(5)
     net = torch.nn.Sequential(LogicLayer(10, 16, device=device), LogicLayer(16, 12, device=device),
                               GroupSum(3, tau=2.0)).double()
@@ -215,14 +227,16 @@ def test_backward_twice_with_retain_graph(device):
     y.backward(g, retain_graph=True)
     first = [p.grad.clone() for p in (x, net[0].weights, net[1].weights)]
     y.backward(g)
-    assert all(torch.allclose(p.grad, 2 * f, atol=1e-12) for p, f in zip((x, net[0].weights, net[1].weights), first))
+    params = (x, net[0].weights, net[1].weights)
+    assert all(torch.allclose(p.grad, 2 * f, atol=1e-12) for p, f in zip(params, first))
     y2 = ref_layer(ref_layer(x, net[0].indices, net[0].weights), net[1].indices, net[1].weights)
     gx, = torch.autograd.grad(y2.reshape(33, 3, 4).sum(-1) / 2.0, x, g)
     assert torch.allclose(first[0], gx, atol=1e-12)
 
 
 def test_input_gradient_with_unused_and_repeated_inputs(device):
-    # inputs 0, 5 and the last two (6, 7) are read by no neuron, input 3 by five: their gradient rows are 0 / a sum
+    # inputs 0, 5 and the last two (6, 7) are read by no neuron, input 3 by five: their gradient
+    # rows are 0 / a sum
     idx = torch.tensor([[3, 1, 3, 2, 4], [3, 3, 2, 1, 3]], device=device)
     w = torch.randn(5, 16, dtype=torch.float64, device=device)
     x = torch.rand(6, 8, dtype=torch.float64, device=device, requires_grad=True)

@@ -1,10 +1,12 @@
-"Tests of diffalg.logic.inference: the plain, bit-packed and compiled discrete paths agree bit for bit."
+"""Tests of diffalg.logic.inference and .export: the plain, bit-packed and compiled discrete paths
+agree bit for bit."""
 import pytest
 import torch
 
-from diffalg.logic.layers import GroupSum, LogicLayer, gate_truth_table
-from diffalg.logic.inference import (GATE_FORMS, LogicCircuit, check_bits, circuit_to_c, compile_circuit,
-                                    count_groups_packed, find_c_compiler, pack_bits, unpack_bits)
+from diffalg._native import find_c_compiler
+from diffalg.logic import (GATE_FORMS, GroupSum, LogicCircuit, LogicLayer, check_bits, circuit_to_c,
+                           compile_circuit, count_groups_packed, gate_truth_table, pack_bits,
+                           unpack_bits)
 
 needs_cc = pytest.mark.skipif(find_c_compiler() is None, reason="no C compiler")
 
@@ -141,7 +143,7 @@ def test_save_load_then_same_circuit():
 
 
 def test_gate_forms_reproduce_truth_tables():
-    "Every gate is and/or/xor of (a, not a, 0, 1) and (b, not b, 0, 1): the packed path relies on it."
+    "Every gate is and/or/xor of (a, not a, 0, 1) and (b, not b, 0, 1): the packed path needs it."
     a, b = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1])
     ops = (torch.bitwise_and, torch.bitwise_or, torch.bitwise_xor)
     for g, (op, sa, sb) in enumerate(GATE_FORMS.tolist()):
@@ -155,14 +157,15 @@ def test_count_groups_packed(m, device):
     words = torch.randint(-2**63, 2**63 - 1, (3 * m, 5), device=device)
     ref = unpack_bits(words, 320).view(320, 3, m).sum(-1).t()
     assert torch.equal(count_groups_packed(words, 3), ref)
-    ones = torch.full((2 * m, 1), -1, dtype=torch.int64, device=device)   # every lane at its maximum
+    ones = torch.full((2 * m, 1), -1, dtype=torch.int64, device=device)   # every lane at its max
     assert torch.equal(count_groups_packed(ones, 2), torch.full((2, 64), m, device=device))
 
 
 @pytest.mark.parametrize("chunk_words", [1, 3, None])
 @pytest.mark.parametrize("k", [None, 5])
 def test_packed_chunks_and_odd_batches(chunk_words, k, device):
-    "Several chunks, a partial last chunk and batches that are not multiples of 64 give the plain path's output."
+    """Several chunks, a partial last chunk and batches that are not multiples of 64 give the plain
+    path's output."""
     net = random_net(k=k, seed=6).to(device)
     circuit = LogicCircuit.from_model(net)
     for batch in (0, 1, 63, 65, 191, 200, 450):
@@ -175,7 +178,8 @@ def test_packed_chunks_and_odd_batches(chunk_words, k, device):
 @pytest.mark.parametrize("k", [None, 5])
 @pytest.mark.parametrize("lanes", [1, 2, 8])
 def test_compiled_packing_in_c_equals_prepacked(k, lanes):
-    "`__call__` packs in C (run_bytes); `pack` + `run_packed` pack in PyTorch: same output, any batch and threads."
+    """`__call__` packs in C (run_bytes); `pack` + `run_packed` pack in PyTorch: same output, any
+    batch and threads."""
     circuit = LogicCircuit.from_model(random_net(k=k, seed=7))
     compiled = compile_circuit(circuit, lanes=lanes)
     for batch in (0, 1, 65, 64 * lanes - 1, 64 * lanes + 1, 1000):
