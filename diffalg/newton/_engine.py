@@ -12,10 +12,11 @@ def _check_loss_value(out, B):
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"`loss_fn(y)` must return a torch.Tensor, got {type(out).__name__}")
     if out.shape not in ((), (B,)):
-        raise ValueError(f"`loss_fn(y)` must return per-sample losses of shape ({B},) or a scalar "
-                         f"sum, got shape {tuple(out.shape)}")
+        raise ValueError(f"`loss_fn(y)` must return per-sample losses of shape ({B},) or a "
+                         f"scalar sum, got shape {tuple(out.shape)}")
     if not out.is_floating_point():
-        raise TypeError(f"`loss_fn(y)` must return a floating-point tensor, got dtype {out.dtype}")
+        raise TypeError("`loss_fn(y)` must return a floating-point tensor, "
+                        f"got dtype {out.dtype}")
     if not bool(torch.isfinite(out).all()):
         raise ValueError("`loss_fn(y)` returned non-finite values (NaN or inf)")
     if not out.requires_grad:
@@ -41,7 +42,7 @@ def _working(t):
 
 # %% ../../nbs/06_newton/06_how_it_is_made_fast.ipynb #3c9f7a14
 def _hessian_blocks(leaf, g):
-    "The per-sample Hessian blocks (B, m, m) of the loss whose gradients `g` (B, m) are of `leaf`."
+    "Per-sample Hessian blocks (B, m, m) of the loss whose gradients `g` (B, m) are of `leaf`."
     B, m = g.shape
     rows = []
     for j in range(m):
@@ -80,7 +81,7 @@ def _hessian(y, loss_fn, B, m, method):
 
 # %% ../../nbs/06_newton/06_how_it_is_made_fast.ipynb #d6e9b4c2
 def _batched_cg(matvec, b, tikhonov, max_iter, tol):
-    "Solve (A_i + tikhonov I) x_i = b_i for all rows i by conjugate gradients; matvec(v) = A_i v_i."
+    "Solve (A_i + tikhonov I) x_i = b_i, all rows i, by conjugate gradients; matvec: A_i v_i."
     x = torch.zeros_like(b)
     r, p = b.clone(), b.clone()
     rs = (r * r).sum(1)
@@ -108,11 +109,12 @@ def _batched_cg(matvec, b, tikhonov, max_iter, tol):
     return x
 
 def _cg_step(leaf, g, tikhonov, max_iter, tol):
-    "Newton steps (B, m) by conjugate gradients on Hessian-vector products of the gradients `g`."
+    "Newton steps (B, m) by conjugate gradients on Hessian-vector products of gradients `g`."
     B, m = g.shape
 
     def hvp(v):
-        hv, = torch.autograd.grad(g, leaf, grad_outputs=v, retain_graph=True, allow_unused=True)
+        hv, = torch.autograd.grad(g, leaf, grad_outputs=v, retain_graph=True,
+                                  allow_unused=True)
         return torch.zeros_like(v) if hv is None else hv.reshape(B, m)
     return _batched_cg(hvp, g.detach(), tikhonov, max_iter, tol)
 
@@ -138,7 +140,8 @@ def _hessian_step(y, loss_fn, B, m, tikhonov, method, cg_max_iter, cg_tol):
             raise ValueError(
                 "the gradient of `loss_fn` does not depend on `y`: the loss is linear in `y` "
                 "(zero Hessian) or not twice differentiable (e.g. a custom autograd.Function "
-                "without double backward); use method='finite_difference' or the Fisher variant")
+                "without double backward); use method='finite_difference' or the Fisher "
+                "variant")
         if method == "auto":
             method = "exact" if m <= 64 else "cg"
         if method == "cg":

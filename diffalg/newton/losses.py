@@ -16,7 +16,7 @@ REDUCTIONS = ("mean", "sum", "none")
 METHODS = ("auto", "exact", "cg", "finite_difference")
 
 def _resolve_tikhonov(tikhonov=None, lam=None, lambda_=None):
-    "The Tikhonov regularizer given under one of its names (`tikhonov`, `lam`, `lambda_`), > 0."
+    "The Tikhonov regularizer given under one of its names (tikhonov, lam, lambda_), > 0."
     named = (("tikhonov", tikhonov), ("lam", lam), ("lambda_", lambda_))
     given = {k: v for k, v in named if v is not None}
     if not given:
@@ -49,7 +49,7 @@ def newton_step(y, loss_fn, tikhonov=None, *, curvature: str = "hessian", method
                 cg_max_iter: int | None = None, cg_tol: float = 1e-10, lam=None, lambda_=None):
     """The regularized Newton step `d` (same shape as `y`, no gradient) with `z* = y - d`.
 
-    `curvature='hessian'`: d_i = (H_i + tikhonov I)^-1 g_i with the Hessian H_i of sample i's loss;
+    `curvature='hessian'`: d_i = (H_i + tikhonov I)^-1 g_i, H_i the Hessian of sample i's loss;
     `curvature='fisher'`: d_i = (F + tikhonov I)^-1 g_i, empirical Fisher F = mean_j g_j g_j^T.
     `method` (Hessian only): 'exact' (dense blocks), 'cg' (Hessian-vector products), 'auto'
     (exact for m <= 64), 'finite_difference' (blocks from differences of gradients: for losses
@@ -64,7 +64,7 @@ def newton_step(y, loss_fn, tikhonov=None, *, curvature: str = "hessian", method
     return _checked_hessian_step(y, loss_fn, tikhonov, method, cg_max_iter, cg_tol)[0]
 
 def _checked_hessian_step(y, loss_fn, tikhonov, method, cg_max_iter, cg_tol):
-    "Check the arguments of a Hessian step, then take it: (d (shape of y), loss values), detached."
+    "Check the arguments of a Hessian step, take it: (d (shape of y), loss values), detached."
     check_choice(method, "method", METHODS)
     B, m = _check_output(y, loss_fn)
     if cg_max_iter is not None:
@@ -73,9 +73,10 @@ def _checked_hessian_step(y, loss_fn, tikhonov, method, cg_max_iter, cg_tol):
     return _hessian_step(y, loss_fn, B, m, tikhonov, method, cg_max_iter, cg_tol)
 
 def loss_hessian(y, loss_fn, method: str = "exact"):
-    """Per-sample Hessian blocks (B, m, m) of `loss_fn` at `y` (B, ...), m = y[0].numel(), detached.
+    """Per-sample Hessian blocks (B, m, m) of `loss_fn` at `y` (B, ...), m = y[0].numel().
 
-    `method='exact'` (double backward) or 'finite_difference' (central differences of gradients).
+    `method='exact'` (double backward) or 'finite_difference' (central differences of
+    gradients). The blocks are detached.
     Example: `H = loss_hessian(scores, lambda s: sort_loss(s, t, reduction='none'))`
     """
     check_choice(method, "method", ("exact", "finite_difference"))
@@ -94,21 +95,22 @@ def _reduce(values, reduction):
         return values
     if values.dim() == 0:  # a scalar sum of per-sample losses
         if reduction == "mean":
-            raise ValueError("reduction='mean' needs `loss_fn` to return per-sample losses (B,), "
-                             "it returned a scalar")
+            raise ValueError("reduction='mean' needs `loss_fn` to return per-sample losses "
+                             "(B,), it returned a scalar")
         return values
     return values.mean() if reduction == "mean" else values.sum()
 
 def hessian_newton_loss(y, loss_fn, tikhonov=None, *, reduction: str = "mean",
                         method: str = "auto", cg_max_iter: int | None = None,
                         cg_tol: float = 1e-10, lam=None, lambda_=None):
-    """Hessian-based Newton loss 1/2 ||z* - y||^2 per sample, z* = y - (H + tikhonov I)^-1 g fixed.
+    """Hessian Newton loss 1/2 ||z* - y||^2 per sample, z* = y - (H + tikhonov I)^-1 g fixed.
 
-    `loss_fn(y)` returns per-sample losses (B,) or their scalar sum; gradients w.r.t. `y` are the
-    Newton steps. Example: `hessian_newton_loss(scores, my_loss, tikhonov=0.1).backward()`
+    `loss_fn(y)` returns per-sample losses (B,) or their scalar sum; gradients w.r.t. `y` are
+    the Newton steps. Example: `hessian_newton_loss(scores, my_loss, tikhonov=0.1).backward()`
     """
     tikhonov = _resolve_tikhonov(tikhonov, lam, lambda_)
-    return _hessian_newton_loss(y, loss_fn, tikhonov, reduction, method, cg_max_iter, cg_tol)[0]
+    return _hessian_newton_loss(y, loss_fn, tikhonov, reduction, method, cg_max_iter,
+                                cg_tol)[0]
 
 def _hessian_newton_loss(y, loss_fn, tikhonov, reduction, method, cg_max_iter, cg_tol):
     "(Newton loss, original loss values) for a checked `tikhonov`."
@@ -120,18 +122,19 @@ def _hessian_newton_loss(y, loss_fn, tikhonov, reduction, method, cg_max_iter, c
 
 def fisher_newton_loss(y, loss_fn, tikhonov=None, *, reduction: str = "mean", lam=None,
                        lambda_=None):
-    """Empirical-Fisher Newton loss: the value of `loss_fn(y)`, gradient (F + tikhonov I)^-1 g_i.
+    """Empirical-Fisher Newton loss: value of `loss_fn(y)`, gradient (F + tikhonov I)^-1 g_i.
 
-    F = mean_i g_i g_i^T over the batch's per-sample gradients g_i. `reduction='mean'` / 'none'
-    need per-sample losses (B,). Example: `fisher_newton_loss(scores, my_loss, lam=0.1).backward()`
+    F = mean_i g_i g_i^T over the batch's per-sample gradients g_i. `reduction='mean'` and
+    'none' need per-sample losses (B,).
+    Example: `fisher_newton_loss(scores, my_loss, lam=0.1).backward()`
     """
     check_choice(reduction, "reduction", REDUCTIONS)
     tikhonov = _resolve_tikhonov(tikhonov, lam, lambda_)
     _check_output(y, loss_fn)
     _, out, g = _loss_and_grads(y, loss_fn)
     if out.dim() == 0 and reduction != "sum":
-        raise ValueError(f"reduction={reduction!r} needs `loss_fn` to return per-sample losses "
-                         "(B,), it returned a scalar")
+        raise ValueError(f"reduction={reduction!r} needs `loss_fn` to return per-sample "
+                         "losses (B,), it returned a scalar")
     direction = fisher_precondition(g, tikhonov).reshape(y.shape).to(y.dtype)
     values = _InjectGradient.apply(y, out.detach(), direction)
     return _reduce(values, reduction)
@@ -146,7 +149,7 @@ class _NewtonLoss(nn.Module):
         self.loss_fn = loss_fn                                     # (y, *args) -> (B,) or sum
         self.tikhonov = _resolve_tikhonov(tikhonov, lam, lambda_)  # lambda in the paper
         self.reduction = check_choice(reduction, "reduction", REDUCTIONS)
-        self.last_loss = None                                      # original loss of the last call
+        self.last_loss = None                                      # loss of the last call
 
     def extra_repr(self):
         return f"tikhonov={self.tikhonov}, reduction={self.reduction!r}"
@@ -155,18 +158,20 @@ class _NewtonLoss(nn.Module):
 class HessianNewtonLoss(_NewtonLoss):
     """Hessian-based Newton loss around `loss_fn(y, *args)` (Petersen et al., NeurIPS 2024).
 
+    >>> from diffalg.sorting import sort_loss
     >>> crit = HessianNewtonLoss(lambda s, v: sort_loss(s, v, reduction="none"), tikhonov=1.0)
-    >>> loss = crit(scores, values)   # 1/2 ||z* - scores||^2, z* = scores - (H + I)^-1 g
-    >>> loss.backward()               # scores.grad: the Newton steps / B; crit.last_loss: the loss
+    >>> scores, values = torch.randn(8, 5, requires_grad=True), torch.randn(8, 5)
+    >>> crit(scores, values).backward()  # scores.grad: Newton steps / 8; crit.last_loss: loss
 
     `loss_fn(y, *args)` returns per-sample losses (B,) or their sum; `tikhonov` (alias `lam`,
     `lambda_`) is the regularizer lambda > 0; `reduction` is 'mean', 'sum' or 'none'; `method`
     computes the Hessian: 'exact' (double backward), 'cg' (conjugate gradients with at most
-    `cg_max_iter` iterations, tolerance `cg_tol`), 'finite_difference' (for losses without double
-    backward) or 'auto' (exact for up to 64 outputs per sample, else cg).
+    `cg_max_iter` iterations, tolerance `cg_tol`), 'finite_difference' (for losses without
+    double backward) or 'auto' (exact for up to 64 outputs per sample, else cg).
     """
-    def __init__(self, loss_fn, tikhonov=None, *, reduction: str = "mean", method: str = "auto",
-                 cg_max_iter: int | None = None, cg_tol: float = 1e-10, lam=None, lambda_=None):
+    def __init__(self, loss_fn, tikhonov=None, *, reduction: str = "mean",
+                 method: str = "auto", cg_max_iter: int | None = None, cg_tol: float = 1e-10,
+                 lam=None, lambda_=None):
         super().__init__(loss_fn, tikhonov, reduction, lam, lambda_)
         self.method = check_choice(method, "method", METHODS)
         self.cg_max_iter, self.cg_tol = cg_max_iter, cg_tol
@@ -182,17 +187,19 @@ class HessianNewtonLoss(_NewtonLoss):
 
 # %% ../../nbs/06_newton/02_the_package.ipynb #e1c2d3f4
 class FisherNewtonLoss(_NewtonLoss):
-    """Empirical-Fisher Newton loss around `loss_fn(y, *args)`: original value, Fisher gradient.
+    """Empirical-Fisher Newton loss around `loss_fn(y, *args)`: its value, Fisher gradient.
 
+    >>> from diffalg.sorting import sort_loss
     >>> crit = FisherNewtonLoss(lambda s, v: sort_loss(s, v, reduction="none"), tikhonov=0.1)
-    >>> loss = crit(scores, values)   # the original loss, averaged over the batch
-    >>> loss.backward()               # scores.grad: (F + 0.1 I)^-1 g_i / B, F = mean_j g_j g_j^T
+    >>> scores, values = torch.randn(8, 5, requires_grad=True), torch.randn(8, 5)
+    >>> crit(scores, values).backward()  # value: the loss; scores.grad: (F + 0.1 I)^-1 g_i / 8
 
     `loss_fn(y, *args)` returns per-sample losses (B,) (or their sum, with `reduction='sum'`);
     `tikhonov` (alias `lam`, `lambda_`) is the regularizer lambda > 0; `reduction` is 'mean',
     'sum' or 'none'. Needs first derivatives of the loss only.
     """
-    def __init__(self, loss_fn, tikhonov=None, *, reduction: str = "mean", lam=None, lambda_=None):
+    def __init__(self, loss_fn, tikhonov=None, *, reduction: str = "mean", lam=None,
+                 lambda_=None):
         super().__init__(loss_fn, tikhonov, reduction, lam, lambda_)
 
     def forward(self, y, *args, **kwargs):

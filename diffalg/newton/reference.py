@@ -8,7 +8,7 @@ import torch
 
 # %% ../../nbs/06_newton/01_newton_losses.ipynb #d4b057ea
 def loss_gradients(y, loss_fn):
-    "The loss values of `loss_fn` at `y` (B, ...) and the per-sample gradients g (B, m), detached."
+    "Loss values of `loss_fn` at `y` (B, ...) and per-sample gradients g (B, m), detached."
     leaf = y.detach().requires_grad_(True)
     with torch.enable_grad():
         values = loss_fn(leaf)
@@ -17,7 +17,7 @@ def loss_gradients(y, loss_fn):
 
 # %% ../../nbs/06_newton/01_newton_losses.ipynb #1b2c43e5
 def loss_hessian(y, loss_fn):
-    "Per-sample Hessian blocks H_i of `loss_fn` at `y` (B, ...): (B, m, m), one dense Hessian each."
+    "Per-sample Hessian blocks H_i (B, m, m) of `loss_fn` at `y` (B, ...), dense, one by one."
     y = y.detach()
     B, m = y.shape[0], y[0].numel()
 
@@ -33,9 +33,9 @@ def loss_hessian(y, loss_fn):
 
 # %% ../../nbs/06_newton/01_newton_losses.ipynb #77837f0d
 def newton_step(y, loss_fn, tikhonov, curvature="hessian"):
-    """The step d (shape of y) with z* = y - d: d_i = (M_i + tikhonov I)^-1 g_i, where M_i is the
-    Hessian H_i of sample i's loss (`curvature='hessian'`) or the batch's empirical Fisher F
-    (`curvature='fisher'`, see `fisher_matrix`)."""
+    """The step d (shape of y) with z* = y - d: d_i = (M_i + tikhonov I)^-1 g_i, where M_i is
+    the Hessian H_i of sample i's loss (`curvature='hessian'`) or the batch's empirical Fisher
+    F (`curvature='fisher'`, see `fisher_matrix`)."""
     _, g = loss_gradients(y, loss_fn)
     B, m = g.shape
     if curvature == "hessian":
@@ -52,7 +52,7 @@ def _reduce(values, reduction):
     return {"mean": values.mean, "sum": values.sum, "none": lambda: values}[reduction]()
 
 def hessian_newton_loss(y, loss_fn, tikhonov, reduction="mean"):
-    "The Hessian Newton loss 1/2 ||z*_i - y_i||^2 per sample, z* = y - d held constant, reduced."
+    "Hessian Newton loss 1/2 ||z*_i - y_i||^2 per sample, z* = y - d held constant, reduced."
     target = (y - newton_step(y, loss_fn, tikhonov)).detach()
     return _reduce(0.5 * (target - y).pow(2).reshape(len(y), -1).sum(1), reduction)
 
