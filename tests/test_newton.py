@@ -1,10 +1,11 @@
-"Tests of diffalg.newton: Hessian and empirical-Fisher Newton losses (Petersen et al., NeurIPS 2024)."
+"Tests of diffalg.newton: Hessian and empirical-Fisher Newton losses (Petersen et al., 2024)."
 import pytest
 import torch
 from torch import nn
 
-from diffalg.newton.losses import (newton_step, fisher_precondition, hessian_newton_loss, fisher_newton_loss,
-                            HessianNewtonLoss, FisherNewtonLoss, loss_hessian)
+from diffalg.newton import newton_step, fisher_precondition, loss_hessian
+from diffalg.newton import hessian_newton_loss, fisher_newton_loss
+from diffalg.newton import HessianNewtonLoss, FisherNewtonLoss
 
 F64 = torch.float64
 
@@ -16,12 +17,12 @@ def spd(m, device, seed=0, shift=0.5):
 
 
 def quadratic(A, c):
-    "Per-sample quadratic 1/2 (y - c_i)^T A (y - c_i): Hessian A, gradient A (y - c_i), minimizer c_i."
+    "Per-sample quadratic 1/2 (y - c_i)^T A (y - c_i): Hessian A, gradient A (y - c_i), min c_i."
     return lambda y: 0.5 * torch.einsum("bi,ij,bj->b", y - c, A, y - c)
 
 
 def pairwise_logistic(y):
-    "A smooth convex ranking loss on scores (B, n): sum_{i<j} softplus(y_i - y_j) (target: increasing order)."
+    "A smooth convex ranking loss on scores (B, n): sum_{i<j} softplus(y_i - y_j) (increasing)."
     diff = y[:, :, None] - y[:, None, :]
     mask = torch.triu(torch.ones(y.shape[1], y.shape[1], dtype=torch.bool, device=y.device), 1)
     return nn.functional.softplus(diff)[:, mask].sum(1)
@@ -34,11 +35,12 @@ def reference_hessian_step(y, loss_fn, lam):
         f = lambda v: loss_fn(torch.cat([y[:i], v[None], y[i + 1:]]))[i]
         H = torch.autograd.functional.hessian(f, y[i])
         g = torch.autograd.functional.jacobian(f, y[i])
-        steps.append(torch.linalg.solve(H + lam * torch.eye(len(g), dtype=y.dtype, device=y.device), g))
+        eye = torch.eye(len(g), dtype=y.dtype, device=y.device)
+        steps.append(torch.linalg.solve(H + lam * eye, g))
     return torch.stack(steps)
 
 
-# --- Hessian variant -------------------------------------------------------------------------------
+# --- Hessian variant ------------------------------------------------------------------------------
 
 def test_hessian_target_is_exact_minimizer_of_quadratic_as_lambda_to_0(device):
     A = spd(5, device)
@@ -88,7 +90,8 @@ def test_cg_negative_curvature_falls_back_to_gradient_step(device):
     y = torch.randn(2, 3, dtype=F64, device=device)
     concave = lambda y: -0.5 * (y ** 2).sum(1)  # H = -I, g = -y
     assert torch.allclose(newton_step(y, concave, tikhonov=0.5, method="cg"), -y / 0.5)
-    assert torch.allclose(newton_step(y, concave, tikhonov=0.5, method="exact"), -y / (0.5 - 1))  # (H + lam I)^-1 g
+    # the exact step is (H + lam I)^-1 g, uphill here
+    assert torch.allclose(newton_step(y, concave, tikhonov=0.5, method="exact"), -y / (0.5 - 1))
 
 
 def test_hessian_newton_loss_value_and_gradient(device):
@@ -118,11 +121,12 @@ def test_event_shape_dtype_and_no_inplace(device):
     for crit in (HessianNewtonLoss(loss_fn, tikhonov=1.0), FisherNewtonLoss(loss_fn, tikhonov=1.0)):
         y.grad = None
         crit(y).backward()
-        assert y.grad.shape == y.shape and y.grad.dtype == torch.float32 and y.grad.device == y.device
+        assert y.grad.shape == y.shape and y.grad.dtype == torch.float32
+        assert y.grad.device == y.device
         assert torch.equal(y.detach(), y0)
 
 
-# --- Fisher variant --------------------------------------------------------------------------------
+# --- Fisher variant -------------------------------------------------------------------------------
 
 def test_fisher_matches_hand_worked_batch(device):
     # l_i(y) = 1/2 ||y - c_i||^2 at y = 0 with c = -g: gradients g_1 = (1, 0), g_2 = (0, 2).
@@ -132,7 +136,8 @@ def test_fisher_matches_hand_worked_batch(device):
     y = torch.zeros(2, 2, dtype=F64, device=device, requires_grad=True)
     loss_fn = lambda v: 0.5 * ((v - c) ** 2).sum(1)
     loss = fisher_newton_loss(y, loss_fn, tikhonov=0.5)
-    assert torch.allclose(loss, torch.tensor((0.5 + 2.0) / 2, dtype=F64, device=device))  # original loss, mean
+    # the value: the original loss, mean
+    assert torch.allclose(loss, torch.tensor((0.5 + 2.0) / 2, dtype=F64, device=device))
     loss.backward()
     expected = torch.tensor([[1.0, 0.0], [0.0, 0.8]], dtype=F64, device=device)
     assert torch.allclose(y.grad, expected / 2)  # 1/B from reduction='mean'
@@ -160,15 +165,17 @@ def test_fisher_tends_to_scaled_gradient_as_lambda_grows(device):
     assert torch.allclose(1e6 * fisher_precondition(g, 1e6), g, rtol=1e-4, atol=1e-6)
 
 
-# --- gradients through the wrappers into a network ---------------------------------------------------
+# --- gradients through the wrappers into a network ------------------------------------------------
 
 @pytest.mark.parametrize("variant", ["hessian", "fisher"])
 def test_gradients_through_wrappers_into_network(device, variant):
-    "The parameter gradient is J^T d: checked against the gradient of 1/2||z0 - f(theta)||^2 (z0 frozen), gradchecked."
+    """The parameter gradient is J^T d: checked against the gradient of 1/2||z0 - f(theta)||^2
+    (z0 frozen), gradchecked."""
     torch.manual_seed(3)
     net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 4)).to(device, F64)
     x = torch.randn(6, 3, dtype=F64, device=device)
-    crit = (HessianNewtonLoss if variant == "hessian" else FisherNewtonLoss)(pairwise_logistic, tikhonov=0.3, reduction="sum")
+    wrapper = HessianNewtonLoss if variant == "hessian" else FisherNewtonLoss
+    crit = wrapper(pairwise_logistic, tikhonov=0.3, reduction="sum")
     crit(net(x)).backward()
     got = [p.grad.clone() for p in net.parameters()]
     y0 = net(x).detach()
@@ -199,7 +206,7 @@ def test_module_passes_extra_arguments_and_keeps_original_loss(device):
     assert "tikhonov=1e-09" in repr(crit)
 
 
-# --- bad input -------------------------------------------------------------------------------------
+# --- bad input ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fn", [hessian_newton_loss, fisher_newton_loss])
 def test_bad_input(device, fn):
@@ -249,7 +256,8 @@ def test_fisher_scalar_loss_needs_sum_reduction(device):
     with pytest.raises(ValueError, match="per-sample"):
         fisher_newton_loss(y, lambda v: (v ** 2).sum(), tikhonov=1.0)
     # the Hessian variant's Newton loss is per sample even when the wrapped loss is a scalar sum
-    assert hessian_newton_loss(y, lambda v: (v ** 2).sum(), tikhonov=1.0, reduction="none").shape == (3,)
+    newton = hessian_newton_loss(y, lambda v: (v ** 2).sum(), tikhonov=1.0, reduction="none")
+    assert newton.shape == (3,)
 
 
 class _OnceDifferentiableSquare(torch.autograd.Function):
@@ -274,12 +282,14 @@ def test_hessian_needs_double_backward_fisher_does_not(device):
         loss_hessian(y, loss_fn)
     fisher_newton_loss(y, loss_fn, tikhonov=1.0, reduction="sum").backward()
     g = 2 * y.detach()
-    assert torch.allclose(y.grad, torch.linalg.solve(g.T @ g / 3 + torch.eye(2, dtype=F64, device=device), g.T).T)
+    eye = torch.eye(2, dtype=F64, device=device)
+    assert torch.allclose(y.grad, torch.linalg.solve(g.T @ g / 3 + eye, g.T).T)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_low_precision_outputs(device, dtype):
-    "The linear algebra runs in float32 for half-precision outputs; gradients come back in the output's dtype."
+    """The linear algebra runs in float32 for half-precision outputs; gradients come back in the
+    output's dtype."""
     torch.manual_seed(4)
     y64 = torch.randn(6, 3, dtype=F64, device=device)
     loss_fn = lambda v: (v ** 2 + v.sin()).sum(1)
@@ -294,11 +304,13 @@ def test_low_precision_outputs(device, dtype):
 
 @pytest.mark.parametrize("method", ["exact", "cg"])
 def test_works_under_no_grad(device, method):
-    "Evaluation code often runs under torch.no_grad(): the step (and the loss values) must still be computed."
+    """Evaluation code often runs under torch.no_grad(): the step (and the loss values) must still
+    be computed."""
     y = torch.randn(4, 5, dtype=F64, device=device)
     with torch.no_grad():
         d = newton_step(y, pairwise_logistic, tikhonov=0.3, method=method)
-        value = hessian_newton_loss(y, pairwise_logistic, tikhonov=0.3, method=method, reduction="sum")
+        value = hessian_newton_loss(y, pairwise_logistic, tikhonov=0.3, method=method,
+                                    reduction="sum")
         fisher = fisher_newton_loss(y, pairwise_logistic, tikhonov=0.3)
     ref = reference_hessian_step(y, pairwise_logistic, 0.3)
     assert torch.allclose(d, ref, atol=1e-8) and torch.allclose(value, 0.5 * (ref ** 2).sum())
@@ -314,7 +326,8 @@ def smooth_loss(y):
 def test_finite_difference_hessian_matches_exact(device, dtype, tol):
     torch.manual_seed(5)
     y = torch.randn(6, 4, dtype=dtype, device=device)
-    H_exact, H_fd = loss_hessian(y, smooth_loss), loss_hessian(y, smooth_loss, method="finite_difference")
+    H_exact = loss_hessian(y, smooth_loss)
+    H_fd = loss_hessian(y, smooth_loss, method="finite_difference")
     assert H_fd.shape == (6, 4, 4) and H_fd.dtype == dtype and H_fd.device == y.device
     assert torch.allclose(H_fd, H_fd.transpose(1, 2))
     assert torch.allclose(H_fd, H_exact, atol=tol, rtol=tol)
@@ -325,17 +338,21 @@ def test_finite_difference_hessian_matches_exact(device, dtype, tol):
 
 
 def test_finite_difference_needs_first_derivatives_only(device):
-    "A loss whose backward is not twice differentiable: the finite-difference Hessian still gives its Newton loss."
+    """A loss whose backward is not twice differentiable: the finite-difference Hessian still gives
+    its Newton loss."""
     y = torch.randn(3, 2, dtype=F64, device=device, requires_grad=True)
     loss_fn = lambda v: _OnceDifferentiableSquare.apply(v).sum(1)
     H = loss_hessian(y, loss_fn, method="finite_difference")
     assert torch.allclose(H, 2 * torch.eye(2, dtype=F64, device=device).expand(3, 2, 2), atol=1e-8)
-    hessian_newton_loss(y, loss_fn, tikhonov=0.5, method="finite_difference", reduction="sum").backward()
+    hessian_newton_loss(y, loss_fn, tikhonov=0.5, method="finite_difference",
+                        reduction="sum").backward()
     assert torch.allclose(y.grad, 2 * y.detach() / 2.5, atol=1e-8)     # (2 I + 0.5 I)^-1 2 y
-    crit = HessianNewtonLoss(lambda v, w: _OnceDifferentiableSquare.apply(v - w).sum(1), tikhonov=0.5,
+    square = lambda v, w: _OnceDifferentiableSquare.apply(v - w).sum(1)
+    crit = HessianNewtonLoss(square, tikhonov=0.5,
                              method="finite_difference", reduction="none")
     w = torch.ones(3, 2, dtype=F64, device=device)
-    assert torch.allclose(crit(y.detach(), w), 0.5 * ((2 * (y.detach() - w) / 2.5) ** 2).sum(1), atol=1e-8)
+    want = 0.5 * ((2 * (y.detach() - w) / 2.5) ** 2).sum(1)
+    assert torch.allclose(crit(y.detach(), w), want, atol=1e-8)
 
 
 def test_loss_hessian_bad_input(device):
@@ -349,7 +366,7 @@ def test_loss_hessian_bad_input(device):
 
 
 def test_modules_share_argument_handling():
-    "Both modules check the loss, the regularizer (and its aliases) and the reduction in the same way."
+    "Both modules check the loss, the regularizer (and its aliases) and the reduction alike."
     for cls in (HessianNewtonLoss, FisherNewtonLoss):
         crit = cls(smooth_loss, lam=0.25, reduction="sum")
         assert crit.tikhonov == 0.25 and crit.reduction == "sum" and crit.last_loss is None
@@ -360,18 +377,19 @@ def test_modules_share_argument_handling():
             cls(smooth_loss, tikhonov=1.0, reduction="avg")
         with pytest.raises(TypeError, match="callable"):
             cls(3, tikhonov=1.0)
-    assert "method='finite_difference'" in repr(HessianNewtonLoss(smooth_loss, tikhonov=1.0, method="finite_difference"))
+    module = HessianNewtonLoss(smooth_loss, tikhonov=1.0, method="finite_difference")
+    assert "method='finite_difference'" in repr(module)
 
 
 def test_wraps_the_books_relaxed_sorting_losses(device):
-    "The exact Hessian through diffalg.sorting's network (double backward) and NeuralSort; finite differences agree where unsaturated."
-    from diffalg.sorting.relaxed import sort_loss
-    from diffalg.sorting.baselines import neuralsort_permutation
+    """The exact Hessian through diffalg.sorting's network (double backward) and NeuralSort; finite
+    differences agree where unsaturated."""
+    from diffalg.sorting import sort_loss, neuralsort_permutation
     torch.manual_seed(6)
     y, v = torch.randn(4, 5, dtype=F64, device=device), torch.randn(4, 5, dtype=F64, device=device)
     losses = [lambda s: sort_loss(s, v, steepness=2.0, distribution="logistic", reduction="none"),
-              lambda s: -(torch.nn.functional.one_hot(v.argsort(-1), 5).transpose(-2, -1).to(s.dtype)
-                          * neuralsort_permutation(s).log()).sum((-2, -1))]
+              lambda s: -(torch.nn.functional.one_hot(v.argsort(-1), 5).transpose(-2, -1)
+                          .to(s.dtype) * neuralsort_permutation(s).log()).sum((-2, -1))]
     for loss_fn in losses:
         H = loss_hessian(y, loss_fn)
         ref = torch.autograd.functional.hessian(lambda s: loss_fn(s[None].expand(4, 5))[0], y[0])
