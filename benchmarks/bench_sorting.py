@@ -6,7 +6,8 @@ of a case run one after the other under the same load, and the table reports med
 Results: benchmarks/results/sorting.json (sorting_pytorch.json with DIFFALG_COMPILED=off,
 sorting_values.json with --values-inproc), a new run appended to each file's history.
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_sorting.py --quick          # about a minute
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_sorting.py --quick   # minutes
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_sorting.py --quick --no-reference   # seconds
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_sorting.py --sweep --max-peer-gb 20
         # the full size (diffsort takes minutes and about 10 GB)
     DIFFALG_COMPILED=off OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_sorting.py --sweep \\
@@ -234,7 +235,7 @@ def peer_row(base, peer, res, mine, skipped=None):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
+    ap.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
     ap.add_argument("--sweep", action="store_true",
                     help="also time bitonic permutations at n = 8..512, batch 8")
     ap.add_argument("--timeout", type=int, default=900)

@@ -145,7 +145,8 @@ def main():
         part = []
         for key in [k for k in old if k in new]:
             first = old[key][0]
-            row = {"comparison": name, "case": f"{key[0]}: {key[1]}",
+            case = key[1] if key[1].startswith(key[0]) else f"{key[0]}: {key[1]}"
+            row = {"comparison": name, "case": case,
                    "size_name": first.get("size_name"), "size": first.get("size"),
                    "old_s": old[key][1], "new_s": new[key][1], "ratio": new[key][1] / old[key][1]}
             row["flag"] = "slower" if row["ratio"] > args.threshold else ""

@@ -15,7 +15,8 @@ A results file holds the history of its runs, oldest first; each run appends one
 
 `ratio` is defined per comparison (`comparisons[...]["ratio"]`, e.g. "reference / diffalg": how
 many times faster diffalg is). Missing figures are left out of a row (never NaN). The appendix
-pages (nbs/appendix/benchmarks/) draw the latest run of each file and a history of its ratios.
+pages (nbs/appendix/benchmarks/, through benchmarks/report.py) draw the newest full-size run of
+each file (else the newest quick one) and a history of its ratios.
 
     python benchmarks/harness.py list                  # every results file, its runs
     python benchmarks/harness.py prune --quick         # drop the runs made with --quick
@@ -276,6 +277,9 @@ class Run:
         return save(data, self.folder)
 
     def close(self, rows=()):
+        if not rows and not self.run["rows"]:
+            print("nothing was measured: no run recorded")
+            return None
         path = self.add(list(rows), complete=True)
         if path is not None:
             shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path

@@ -11,6 +11,7 @@ them: the tables, log-log figures and histories of the book's benchmarks appendi
     report.history(data)
 """
 import json
+import numbers
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -93,9 +94,49 @@ def frame(run, comparisons=None):
     return df
 
 
+def select(df, prefix=None, contains=None):
+    "The rows whose comparison starts with `prefix` or contains `contains`."
+    if not len(df):
+        return df
+    keep = df.comparison.str.startswith(prefix) if prefix else df.comparison.str.contains(contains)
+    return df[keep]
+
+
+def named(run, prefix):
+    "The names of the comparisons of `run` that start with `prefix`, in the run's order."
+    return [c for c in (run["comparisons"] if run else {}) if c.startswith(prefix)]
+
+
+def ms(field):
+    "A column function: `field` (seconds) of the row in milliseconds, or None where missing."
+    def get(row):
+        v = row.get(field)
+        return None if v is None or v != v else 1e3 * v
+    return get
+
+
+def pivot(df, row, column, cell, first="case"):
+    """One row per value of `row`, one column per value of `column` (numbers written with
+    thousands separators), each cell `cell` (a field, or a function of the row)."""
+    out = {}
+    for _, r in df.iterrows():
+        key = r[row]
+        col = r[column]
+        col = f"{col:,.0f}" if isinstance(col, numbers.Number) else str(col)
+        out.setdefault(key, {first: key})[col] = cell(r) if callable(cell) else r.get(cell)
+    return pd.DataFrame(list(out.values()))
+
+
+def as_columns(table, fmt):
+    "Columns for `table`: the first as it is, every other one with format `fmt`."
+    return [(c, c, None if i == 0 else fmt) for i, c in enumerate(table.columns)]
+
+
 def _cell(value, fmt):
     if value is None or (isinstance(value, float) and value != value):
         return DASH
+    if isinstance(value, str):
+        return value
     if callable(fmt):
         return fmt(value)
     return fmt.format(value) if fmt else str(value)
@@ -133,6 +174,15 @@ def table(run, columns, comparisons=None, df=None, wrap=()):
     display(styled)
 
 
+def ratio_ticks(ax):
+    "A logarithmic y axis of ratios labelled with plain numbers at 1, 2, 5, 10, 20..."
+    low, high = ax.get_ylim()
+    if high / low < 1e3:
+        ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+
+
 def log_axes(ax, xlabel, ylabel, title, ratio=False, sizes=()):
     "Log-log axes; ticks at the measured sizes (up to 8 of them), plain numbers on ratio axes."
     ax.set_xscale("log")
@@ -145,11 +195,8 @@ def log_axes(ax, xlabel, ylabel, title, ratio=False, sizes=()):
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(
             lambda v, _: f"{v:,.0f}" if v < 1e6 else f"{v / 1e6:.2g}M"))
         ax.xaxis.set_minor_locator(ticker.NullLocator())
-    low, high = ax.get_ylim()
-    if ratio and high / low < 1e3:           # ratios: plain numbers at 1, 2, 5, 10, 20...
-        ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    if ratio:
+        ratio_ticks(ax)
 
 
 def plot(run, comparisons=None, df=None, by="comparison", times=None, size_label=None,
