@@ -1,10 +1,13 @@
 """Logic gate networks: training-step time and peak memory of diffalg.logic against difflogic's
 Python implementation (or, when difflogic cannot be imported, a plain 16-gate PyTorch reference
-written the same way), and discrete inference throughput of a 48,000-gate circuit: the compiled C
-path timed on the circuit alone (input packed beforehand, as in the paper's figure) and from a bool
-tensor (packing included), and the bit-packed PyTorch path from a bool tensor.
+written the same way) at several widths, and discrete inference throughput of a 6-layer circuit:
+the compiled C path timed on the circuit alone (input packed beforehand, as in the paper's figure)
+and from a bool tensor (packing included), and the bit-packed PyTorch path from a bool tensor.
+Records benchmarks/results/logic.json.
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_logic.py [--quick] [--difflogic-src DIR]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_logic.py --block 5 --repeats 10   # minutes
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_logic.py --quick                  # seconds
+    python benchmarks/bench_logic.py --difflogic-src DIR      # against difflogic's Python layer
 
 difflogic (Petersen et al.) needs a CUDA build to install; its Python implementation does not use
 CUDA, so `--difflogic-src DIR` (a folder holding the `difflogic/` package sources of
@@ -16,21 +19,29 @@ import argparse
 import contextlib
 import io
 import os
+import statistics
 import sys
+import time
 import types
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import setting, table  # noqa: E402
+from harness import Run, add_record_args, setting, table  # noqa: E402
 
-from diffalg.logic.layers import GroupSum, LogicLayer  # noqa: E402
-from diffalg.logic.inference import LogicCircuit, compile_circuit  # noqa: E402
+try:                                  # the chapter subpackage
+    from diffalg.logic import GroupSum, LogicCircuit, LogicLayer, compile_circuit
+except ImportError:                   # the earlier flat modules
+    from diffalg.logic import GroupSum, LogicLayer
+    from diffalg.logic_compiled import LogicCircuit, compile_circuit
+
+IN_DIM = 784
+REFERENCE = "16-gate PyTorch layer (this file)"
 
 
 def load_difflogic(src=None):
-    "Import difflogic (installed, or from source folder `src` with a stub CUDA extension); None if impossible."
+    "Import difflogic (installed, or from folder `src` with a stub CUDA extension), else None."
     try:
         import difflogic  # noqa: F401
         return difflogic
@@ -59,8 +70,9 @@ class ReferenceLayer(torch.nn.Module):
         a, b = x[..., self.indices[0]], x[..., self.indices[1]]
         p = torch.softmax(self.weights, -1)
         ab = a * b
-        gates = [torch.zeros_like(a), ab, a - ab, a, b - ab, b, a + b - 2 * ab, a + b - ab, 1 - (a + b - ab),
-                 1 - (a + b - 2 * ab), 1 - b, 1 - b + ab, 1 - a, 1 - a + ab, 1 - ab, torch.ones_like(a)]
+        gates = [torch.zeros_like(a), ab, a - ab, a, b - ab, b, a + b - 2 * ab, a + b - ab,
+                 1 - (a + b - ab), 1 - (a + b - 2 * ab), 1 - b, 1 - b + ab, 1 - a, 1 - a + ab,
+                 1 - ab, torch.ones_like(a)]
         out = torch.zeros_like(a)
         for i, g in enumerate(gates):
             out = out + p[:, i] * g
@@ -70,14 +82,17 @@ class ReferenceLayer(torch.nn.Module):
 def build(kind, in_dim, width, k=10, tau=10.0, difflogic_src=None):
     torch.manual_seed(0)
     if kind == "diffalg":
-        return torch.nn.Sequential(LogicLayer(in_dim, width), LogicLayer(width, width), GroupSum(k, tau))
+        return torch.nn.Sequential(LogicLayer(in_dim, width), LogicLayer(width, width),
+                                   GroupSum(k, tau))
     if kind == "reference":
         l1, l2 = LogicLayer(in_dim, width), LogicLayer(width, width)
-        return torch.nn.Sequential(ReferenceLayer(l1.indices), ReferenceLayer(l2.indices), GroupSum(k, tau))
+        return torch.nn.Sequential(ReferenceLayer(l1.indices), ReferenceLayer(l2.indices),
+                                   GroupSum(k, tau))
     dl = load_difflogic(difflogic_src)
-    return torch.nn.Sequential(dl.LogicLayer(in_dim, width, device="cpu", implementation="python"),
-                               dl.LogicLayer(width, width, device="cpu", implementation="python"),
-                               dl.GroupSum(k, tau, device="cpu"))
+    return torch.nn.Sequential(
+        dl.LogicLayer(in_dim, width, device="cpu", implementation="python"),
+        dl.LogicLayer(width, width, device="cpu", implementation="python"),
+        dl.GroupSum(k, tau, device="cpu"))
 
 
 def train_step_fn(model, batch, in_dim):
@@ -93,11 +108,10 @@ def train_step_fn(model, batch, in_dim):
 
 
 def interleaved_medians(fns, repeats, warmup=2, block=1):
-    """Median wall and CPU (process, all threads) seconds per call of each function in dict `fns`, timed in
-    alternation (a shared machine's load hits all alike; CPU time does not count the time others use the cores).
-    Each sample is the mean over `block` consecutive calls of one function (steady state, as in training)."""
-    import statistics
-    import time
+    """Median wall and CPU (process, all threads) seconds per call of each function in `fns`,
+    timed in alternation (a shared machine's load hits all alike; CPU time does not count the time
+    others use the cores). Each sample is the mean over `block` consecutive calls of one
+    function (steady state, as in training)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -109,7 +123,8 @@ def interleaved_medians(fns, repeats, warmup=2, block=1):
                 fn()
             times[k].append((time.perf_counter() - t0) / block)
             cpu[k].append((time.process_time() - c0) / block)
-    return {k: statistics.median(v) for k, v in times.items()}, {k: statistics.median(v) for k, v in cpu.items()}
+    median = statistics.median
+    return {k: median(v) for k, v in times.items()}, {k: median(v) for k, v in cpu.items()}
 
 
 def _status_kib(field):
@@ -130,65 +145,65 @@ def _step_peak(kind, in_dim, width, batch, difflogic_src, queue):
 
 
 def step_peak_mib(kind, in_dim, width, batch, difflogic_src):
-    "Peak RSS growth (MiB) during the first training step of a freshly built model, in a fresh process; Linux only."
+    "Peak RSS growth (MiB) in the first training step of a fresh model and process; Linux only."
     import multiprocessing as mp
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_step_peak, args=(kind, in_dim, width, batch, difflogic_src, queue))
+    proc = ctx.Process(target=_step_peak,
+                       args=(kind, in_dim, width, batch, difflogic_src, queue))
     proc.start()
     proc.join()
-    return queue.get() if proc.exitcode == 0 else float("nan")
+    return queue.get() if proc.exitcode == 0 else None
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--width", type=int, default=8000)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--images", type=int, default=65536, help="batch for the inference throughput")
-    ap.add_argument("--difflogic-src", default=os.environ.get("DIFFLOGIC_SRC"),
-                    help="folder holding difflogic's package sources (its `difflogic/` directory)")
-    ap.add_argument("--block", type=int, default=1,
-                    help="training step: each timed sample is the mean of this many consecutive steps of one side (default 1: the sides alternate step by step)")
-    ap.add_argument("--quick", action="store_true", help="width 2000, 3 repeats, 16,384 images")
-    args = ap.parse_args()
-    if args.quick:
-        args.width, args.repeats, args.images = 2000, 3, 16384
-    in_dim = 784
-    print(setting())
-
-    # ---- training step ----
-    peer = "difflogic" if load_difflogic(args.difflogic_src) is not None else "reference"
-    if peer == "reference":
-        print("difflogic not importable: comparing against the plain 16-gate PyTorch reference in this file")
+def training_rows(args, peer):
+    "Training step of both sides at every width: rows of the record, and the printed table."
     rows = []
-    steps = {kind: train_step_fn(build(kind, in_dim, args.width, difflogic_src=args.difflogic_src), args.batch, in_dim)
-             for kind in ("diffalg", peer)}
-    times, cpu = interleaved_medians(steps, args.repeats, block=args.block)
-    for kind in ("diffalg", peer):
-        rows.append({"implementation": kind + (" (python)" if kind == "difflogic" else ""),
-                     "step ms": 1e3 * times[kind], "speed-up": times[peer] / times[kind],
-                     "step CPU ms": 1e3 * cpu[kind], "CPU speed-up": cpu[peer] / cpu[kind],
-                     "step peak MiB": step_peak_mib(kind, in_dim, args.width, args.batch, args.difflogic_src)})
-    print(f"\nTraining step (forward+backward, batch {args.batch}) of LogicLayer({in_dim}, {args.width}) -> "
-          f"LogicLayer({args.width}, {args.width}) -> GroupSum(10, 10); median of {args.repeats} samples of {args.block} consecutive step(s), the two sides alternating; "
-          "step CPU ms = process CPU time of both threads; "
-          "step peak MiB = growth of the resident memory during the first step, fresh process")
-    print(table(rows, ["implementation", "step ms", "speed-up", "step CPU ms", "CPU speed-up", "step peak MiB"]))
+    sides = ["diffalg"] + ([] if args.no_reference else [peer])
+    for width in args.widths:
+        steps = {kind: train_step_fn(build(kind, IN_DIM, width, difflogic_src=args.difflogic_src),
+                                     args.batch, IN_DIM) for kind in sides}
+        t, c = interleaved_medians(steps, args.repeats, block=args.block)
+        mb = {kind: step_peak_mib(kind, IN_DIM, width, args.batch, args.difflogic_src)
+              for kind in sides}
+        row = {"comparison": "training step", "case": f"width {width}, batch {args.batch}",
+               "size_name": "width", "size": width, "batch": args.batch,
+               "diffalg_s": t["diffalg"], "diffalg_cpu_s": c["diffalg"],
+               "diffalg_mb": mb["diffalg"]}
+        if peer in t:
+            row.update(reference=REFERENCE if peer == "reference" else "difflogic (Python)",
+                       reference_s=t[peer], reference_cpu_s=c[peer], reference_mb=mb[peer],
+                       ratio=t[peer] / t["diffalg"], cpu_ratio=c[peer] / c["diffalg"])
+        rows.append(row)
+    print(f"\nTraining step (forward+backward, batch {args.batch}) of LogicLayer({IN_DIM}, w) -> "
+          f"LogicLayer(w, w) -> GroupSum(10, 10); median of {args.repeats} samples of "
+          f"{args.block} consecutive step(s), the sides alternating; CPU = process CPU time; "
+          "peak = growth of the resident memory in the first step, fresh process")
+    shown = [dict(r, **{"diffalg ms": 1e3 * r["diffalg_s"], "reference ms":
+                        1e3 * r.get("reference_s", float("nan")), "speed-up": r.get("ratio"),
+                        "CPU speed-up": r.get("cpu_ratio"), "diffalg MiB": r["diffalg_mb"],
+                        "reference MiB": r.get("reference_mb")}) for r in rows]
+    print(table(shown, ["size", "diffalg ms", "reference ms", "speed-up", "CPU speed-up",
+                        "diffalg MiB", "reference MiB"]))
+    return rows
 
-    # ---- discrete inference of a 6 x width network ----
+
+def inference_rows(args):
+    "Discrete inference of a 6 x width circuit: rows of the record, and the printed table."
     torch.manual_seed(0)
-    net = torch.nn.Sequential(LogicLayer(in_dim, args.width),
-                              *[LogicLayer(args.width, args.width) for _ in range(5)], GroupSum(10, 10.0)).eval()
+    w = args.width
+    net = torch.nn.Sequential(LogicLayer(IN_DIM, w), *[LogicLayer(w, w) for _ in range(5)],
+                              GroupSum(10, 10.0)).eval()
     circuit = LogicCircuit.from_model(net)
     compiled = compile_circuit(circuit)
     n = args.images
-    x = torch.rand(n, in_dim) > 0.5
+    x = torch.rand(n, IN_DIM) > 0.5
     ref = circuit.packed(x[:1000])
-    assert torch.equal(compiled(x[:1000]), ref) and torch.equal(circuit(x[:1000]), ref)
+    if not (torch.equal(compiled(x[:1000]), ref) and torch.equal(circuit(x[:1000]), ref)):
+        print("warning: the compiled circuit and the PyTorch paths disagree")
     packed, _ = compiled.pack(x)
     threads = torch.get_num_threads()
-    rows = []
+
     def one_thread(fn):
         def run():
             torch.set_num_threads(1)
@@ -197,20 +212,62 @@ def main():
             finally:
                 torch.set_num_threads(threads)
         return run
-    cases = [("compiled C, circuit only (pre-packed input)", 1, lambda: compiled.run_packed(packed, n)),
-             ("compiled C, incl. packing (bool tensor in)", 1, lambda: compiled(x)),
-             ("compiled C, circuit only (pre-packed input)", 2, lambda: compiled.run_packed(packed, n, n_threads=2)),
-             ("compiled C, incl. packing (bool tensor in)", 2, lambda: compiled(x, n_threads=2)),
-             ("bit-packed PyTorch, incl. packing", threads, lambda: circuit.packed(x)),
-             ("bit-packed PyTorch, incl. packing", 1, one_thread(lambda: circuit.packed(x)))]
+    cases = [("compiled C, pre-packed input", 1, lambda: compiled.run_packed(packed, n)),
+             ("compiled C, from bool tensor", 1, lambda: compiled(x)),
+             ("compiled C, pre-packed input", 2,
+              lambda: compiled.run_packed(packed, n, n_threads=2)),
+             ("compiled C, from bool tensor", 2, lambda: compiled(x, n_threads=2)),
+             ("bit-packed PyTorch, from bool tensor", threads, lambda: circuit.packed(x)),
+             ("bit-packed PyTorch, from bool tensor", 1, one_thread(lambda: circuit.packed(x)))]
+    comparison = f"discrete inference, {circuit.n_gates:,} gates"
+    rows = []
     for name, th, fn in cases:
         t, c = interleaved_medians({name: fn}, max(3, args.repeats // 4), warmup=1)
-        rows.append({"path": name, "threads": th, "images/s": n / t[name], "images per CPU-s": n / c[name]})
-    print(f"\nDiscrete inference of {circuit.n_gates:,} gates ({in_dim} input bits, 6 x {args.width}, GroupSum 10), "
-          f"{n:,} images, median")
-    print("images per CPU-s = images per second of process CPU time (all threads): on 1 thread, the throughput of\n"
-          "one core that nothing else uses, whatever the machine's load (the C threads' time counts too)")
-    print(table(rows, ["path", "threads", "images/s", "images per CPU-s"]))
+        rows.append({"comparison": comparison, "case": f"{name}, {th} thread(s)", "path": name,
+                     "threads": th, "size_name": "images", "size": n, "diffalg_s": t[name],
+                     "images_per_s": n / t[name], "images_per_cpu_s": n / c[name]})
+    print(f"\nDiscrete inference of {circuit.n_gates:,} gates ({IN_DIM} input bits, 6 x {w}, "
+          f"GroupSum 10), {n:,} images, median; images per CPU-s = images per second of process "
+          "CPU time (all threads)")
+    print(table(rows, ["path", "threads", "images_per_s", "images_per_cpu_s"]))
+    return comparison, rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--widths", type=int, nargs="+", default=[1000, 2000, 4000, 8000],
+                    help="training step: layer widths")
+    ap.add_argument("--width", type=int, default=8000, help="inference: layer width")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--images", type=int, default=65536, help="batch for the inference")
+    ap.add_argument("--difflogic-src", default=os.environ.get("DIFFLOGIC_SRC"),
+                    help="folder holding difflogic's package sources (its `difflogic/` folder)")
+    ap.add_argument("--block", type=int, default=1,
+                    help="training step: each timed sample is the mean of this many consecutive "
+                         "steps of one side (default 1: the sides alternate step by step)")
+    ap.add_argument("--quick", action="store_true",
+                    help="widths 500 and 2000, 3 repeats, 16,384 images")
+    args = add_record_args(ap).parse_args()
+    if args.quick:
+        args.widths, args.width, args.repeats, args.images = [500, 2000], 2000, 3, 16384
+    print(setting())
+    peer = "difflogic" if load_difflogic(args.difflogic_src) is not None else "reference"
+    if peer == "reference":
+        print("difflogic not importable: comparing with the 16-gate PyTorch layer of this file")
+    what = (f"forward + backward of LogicLayer(784, w) -> LogicLayer(w, w) -> GroupSum(10, 10), "
+            f"batch {args.batch}, median of {args.repeats} samples of {args.block} step(s)")
+    run = Run("logic", args, repeats=args.repeats,
+              params={"block": args.block, "batch": args.batch, "inference_width": args.width},
+              comparisons={"training step": {"what": what, "size": "width",
+                                             "ratio": "reference / diffalg"}})
+    run.add(training_rows(args, peer))
+    comparison, rows = inference_rows(args)
+    run.run["comparisons"][comparison] = {
+        "what": f"6 x {args.width} gates, 784 input bits, median of {max(3, args.repeats // 4)}",
+        "size": "images"}
+    run.close(rows)
 
 
 if __name__ == "__main__":

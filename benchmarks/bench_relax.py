@@ -1,28 +1,36 @@
-"""Forward+backward time and peak memory of diffalg's relaxed bubble sort and shortest path, against
-AlgoVision (`pip install algovision`) at equal settings when it is installed.
+"""Forward+backward time and memory of diffalg's relaxed bubble sort and shortest path, against
+AlgoVision (`pip install algovision`) at equal settings when it is installed. Records
+benchmarks/results/relax.json (relax_train_step.json with --train-step).
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_relax.py [--quick] [--repeats R] [--threads T]
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_relax.py --train-step   # whole training steps of the ranking chapter
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_relax.py --pairwise      # about a minute
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_relax.py --quick         # seconds
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_relax.py --train-step    # whole training steps
 
 Times: median of `--repeats` runs, both implementations measured alternately in this one process.
-Memory: "graph MB" is the size of the distinct tensor storages that autograd saves for the backward
-pass, i.e. the memory a forward pass holds until backward (it grows with batch, n and iterations).
-(Max-RSS growth of a fresh process was tried and reads 0 here: the allocations fit into memory that
-importing torch already touched.) "error" is the mean absolute
-difference of the relaxed output from the discrete algorithm's output (sorted values / path map).
-diffalg's shortest path runs with its defaults: the tournament relaxed minimum in the Bellman-Ford rounds
-and the pairwise relaxed argmin for the traceback's predecessors; `--pairwise` adds a row with the pairwise
-minimum in the rounds too (the form of earlier versions).
+Memory: "graph MB" is the size of the distinct tensor storages that autograd saves for the
+backward pass, i.e. the memory a forward pass holds until backward (it grows with batch, n and
+iterations; the growth of a fresh process's peak RSS reads 0 here: the allocations fit into memory
+that importing torch already touched). "error" is the mean absolute difference of the relaxed
+output from the discrete algorithm's output (sorted values / path map). diffalg's shortest path
+runs with its defaults: the tournament relaxed minimum in the Bellman-Ford rounds and the pairwise
+relaxed argmin for the traceback's predecessors; `--pairwise` adds a row with the pairwise minimum
+in the rounds too.
 """
 import argparse
-import json
-import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from diffalg.relax.algorithms import bubble_sort, shortest_path
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import Run, add_record_args, table  # noqa: E402
+
+try:                                  # the chapter subpackage
+    from diffalg.relax import bubble_sort, shortest_path
+except ImportError:                   # the earlier flat modules
+    from diffalg.relax_algorithms import bubble_sort, shortest_path
 
 BETA = 8.0
 EPSILON = 1e-5          # AlgoVision's default early-exit threshold of its while loops
@@ -31,7 +39,8 @@ INFTY = 1e12
 
 # ------------------------------------------------------------------ AlgoVision programs
 def algovision_bubble_sort(beta):
-    from algovision import Algorithm, Input, Output, Var, VarInt, GT, IsTrue, If, While, For, Let, LetInt
+    from algovision import Algorithm, Input, Output, Var, VarInt, GT, IsTrue, If, While, For
+    from algovision import Let, LetInt
     return Algorithm(
         Input("array"),
         Var("a", torch.tensor(0.0)), Var("b", torch.tensor(0.0)),
@@ -44,7 +53,8 @@ def algovision_bubble_sort(beta):
                   Let("a", "array", ["i"]), Let("b", "array", ["j"]),
                   If(GT("a", "b"), if_true=[
                       Let("array", [lambda i: i + 1], "a"), Let("array", ["i"], "b"),
-                      Let("swapped", lambda swapped: 1.0), Let("swaps", lambda swaps: swaps + 1.0)])),
+                      Let("swapped", lambda swapped: 1.0),
+                      Let("swaps", lambda swaps: swaps + 1.0)])),
               LetInt("n", lambda n: n - 1)),
         Output("array"), Output("swaps"),
         beta=beta, epsilon=EPSILON,
@@ -52,9 +62,9 @@ def algovision_bubble_sort(beta):
 
 
 def _av_update(d, cost, beta):
-    "One relaxed Bellman-Ford round in AlgoVision's style: softmin over the 8 neighbours of the padded d."
+    "One relaxed Bellman-Ford round in AlgoVision's style: softmin over the 8 neighbours of d."
     B, H, W = cost.shape
-    unf = torch.nn.functional.unfold(d.unsqueeze(1), kernel_size=3).transpose(-2, -1)     # (B, H*W, 9)
+    unf = torch.nn.functional.unfold(d.unsqueeze(1), kernel_size=3).transpose(-2, -1)  # (B, HW, 9)
     unf = torch.cat([unf[..., :4], unf[..., 5:]], -1).view(B, H, W, 8)
     weights = torch.softmax(-beta * unf, -1)
     new = torch.nn.functional.pad((weights * unf).sum(-1) + cost, (1, 1, 1, 1), value=INFTY)
@@ -90,38 +100,43 @@ def algovision_shortest_path(beta, n_iter):
 
 
 # ------------------------------------------------------------------ cases
-def make_case(name, impl, reference=True):
+def make_case(name, impl):
     "Returns (function running forward+backward, function returning the relaxed output's error)."
     torch.manual_seed(0)
     if name.startswith("bubble"):
         n = int(name.split("_n")[1])
         x = torch.randn(100, n)
-        hard = bubble_sort(x, hard=True)[0] if reference else None
+        hard = bubble_sort(x, hard=True)[0]
         if impl == "diffalg":
-            fwd = lambda v: bubble_sort(v, steepness=BETA, epsilon=EPSILON)
+            fwd = lambda v: bubble_sort(v, steepness=BETA, epsilon=EPSILON)  # noqa: E731
         else:
             algo = algovision_bubble_sort(BETA)
-            fwd = lambda v: algo(v)
+            fwd = lambda v: algo(v)  # noqa: E731
+
         def run():
             v = x.clone().requires_grad_()
             s = fwd(v)
             (s[0].sum() + s[-1].sum()).backward()
+
         def error():
             with torch.no_grad():
                 return (fwd(x)[0] - hard).abs().mean().item()
         return run, error
     size, n_iter = 12, 24
     cost = torch.rand(32, size, size) * 9 + 1
-    hard = shortest_path(cost, hard=True)[1] if reference else None
+    hard = shortest_path(cost, hard=True)[1]
     if impl == "diffalg":
         method = "pairwise" if name.endswith("_pairwise") else "tournament"
-        fwd = lambda c: shortest_path(c, steepness=BETA, n_iter=n_iter, n_trace=n_iter, method=method)[1]
+        fwd = lambda c: shortest_path(c, steepness=BETA, n_iter=n_iter, n_trace=n_iter,  # noqa
+                                      method=method)[1]
     else:
         algo = algovision_shortest_path(BETA, n_iter)
-        fwd = lambda c: algo(c)
+        fwd = lambda c: algo(c)  # noqa: E731
+
     def run():
         c = cost.clone().requires_grad_()
         fwd(c).sum().backward()
+
     def error():
         with torch.no_grad():
             return (fwd(cost) - hard).abs().mean().item()
@@ -129,8 +144,9 @@ def make_case(name, impl, reference=True):
 
 
 def graph_memory_mb(run):
-    "MB of distinct tensor storages that autograd saves for the backward pass during one forward+backward."
+    "MB of distinct tensor storages that autograd saves for the backward pass of one call."
     seen = {}
+
     def pack(t):
         storage = t.untyped_storage()
         seen[storage.data_ptr()] = storage.nbytes()
@@ -140,24 +156,24 @@ def graph_memory_mb(run):
     return sum(seen.values()) / 2 ** 20
 
 
-def median_time(run, repeats):
-    run()                                    # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter(); run(); times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def train_steps(repeats, block=10):
-    """A whole training step of the relaxation chapter's ranking experiment (sample 100 sets of 5 numbers,
-    the 16-channel scorer, expected-swaps loss, backward, Adam), with diffalg's and with AlgoVision's
-    relaxed bubble sort as the loss; the same data, CNN and optimizer, timed in alternating blocks."""
-    from diffalg.data.numbers import digits_numbers
+def train_steps(args, repeats, block=10):
+    """A whole training step of the relaxation chapter's ranking experiment (sample 100 sets of 5
+    numbers, the 16-channel scorer, expected-swaps loss, backward, Adam), with diffalg's and with
+    AlgoVision's relaxed bubble sort as the loss; the same data, CNN and optimizer, timed in
+    alternating blocks."""
+    from diffalg.data import digits_numbers
     from diffalg.ranking import NumberScorer
     train = digits_numbers("train")
-    algo = algovision_bubble_sort(BETA)
-    losses = {"diffalg": lambda s: bubble_sort(s, steepness=BETA, epsilon=EPSILON)[2].mean(),
-              "algovision": lambda s: algo(s)[-1].mean()}
+    losses = {"diffalg": lambda s: bubble_sort(s, steepness=BETA, epsilon=EPSILON)[2].mean()}
+    if not args.no_reference:
+        algo = algovision_bubble_sort(BETA)
+        losses["algovision"] = lambda s: algo(s)[-1].mean()
+    what = (f"one training step (100 sets of 5 numbers, 16-channel scorer, expected-swaps loss, "
+            f"Adam), median of {repeats} blocks of {block} steps, the two alternating")
+    comparison = "ranking chapter training step"
+    run = Run("relax_train_step", args, repeats=repeats, params={"block": block},
+              comparisons={comparison: {"what": what, "size": "set size",
+                                        "ratio": "reference / diffalg"}})
     steps = {}
     for impl, loss_fn in losses.items():
         torch.manual_seed(0)
@@ -165,6 +181,7 @@ def train_steps(repeats, block=10):
         model = NumberScorer(channels=16)
         model(train.sample_ranking(5, 2, gen)[0])
         opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+
         def step(model=model, opt=opt, gen=gen, loss_fn=loss_fn):
             images, values = train.sample_ranking(5, 100, generator=gen)
             order = values.argsort(-1)
@@ -184,36 +201,73 @@ def train_steps(repeats, block=10):
             for _ in range(block):
                 step()
             times[impl].append((time.perf_counter() - t0) / block)
-    ms = {impl: 1e3 * statistics.median(v) for impl, v in times.items()}
-    print(f"training step of the ranking chapter (batch 100 sets of 5, 16-channel scorer, Adam), median of {repeats} "
-          f"blocks of {block} steps: diffalg {ms['diffalg']:.1f} ms, AlgoVision {ms['algovision']:.1f} ms; "
-          f"1,500 steps: {1.5 * ms['diffalg']:.0f} s vs {1.5 * ms['algovision']:.0f} s")
+    s = {impl: statistics.median(v) for impl, v in times.items()}
+    row = {"comparison": comparison, "case": "5 numbers, batch 100", "size_name": "set size",
+           "size": 5, "diffalg_s": s["diffalg"]}
+    if "algovision" in s:
+        row.update(reference="AlgoVision", reference_s=s["algovision"],
+                   ratio=s["algovision"] / s["diffalg"])
+    print(f"training step of the ranking chapter (batch 100 sets of 5, 16-channel scorer, Adam), "
+          f"median of {repeats} blocks of {block} steps: "
+          + ", ".join(f"{impl} {1e3 * v:.1f} ms" for impl, v in s.items()))
+    run.close([row])
+
+
+COMPARISONS = {"bubble": ("relaxed bubble sort, batch 100", "n"),
+               "shortest_path_12x12": ("shortest path, 12 x 12, 32 maps, 24 rounds", "grid"),
+               "shortest_path_12x12_pairwise": ("shortest path, pairwise minimum", "grid")}
+
+
+def row_for(name, impls, times, made):
+    "The record's row of one case: times, errors and graph memory of both implementations."
+    key = "bubble" if name.startswith("bubble") else name
+    comparison, size_name = COMPARISONS[key]
+    size = int(name.split("_n")[1]) if key == "bubble" else 12
+    row = {"comparison": comparison, "case": name, "size_name": size_name, "size": size}
+    for impl, prefix in zip(impls, ("diffalg", "reference")):
+        row[f"{prefix}_s"] = statistics.median(times[impl])
+        row[f"{prefix}_error"] = made[impl][1]()
+        row[f"{prefix}_graph_mb"] = graph_memory_mb(made[impl][0])
+    if len(impls) == 2:
+        row["reference"] = "AlgoVision"
+        row["ratio"] = row["reference_s"] / row["diffalg_s"]
+    return row
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repeats and only the small cases")
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, only the small cases")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--pairwise", action="store_true", help="also time the shortest path with the pairwise minimum")
+    ap.add_argument("--pairwise", action="store_true",
+                    help="also time the shortest path with the pairwise minimum")
     ap.add_argument("--train-step", action="store_true",
-                    help="only time whole training steps of the ranking chapter with each bubble sort as the loss (needs algovision)")
-    args = ap.parse_args()
+                    help="only time whole training steps of the ranking chapter with each "
+                         "bubble sort as the loss (needs algovision)")
+    args = add_record_args(ap).parse_args()
     torch.set_num_threads(args.threads)
     if args.train_step:
-        return train_steps(args.repeats or 5)
+        return train_steps(args, args.repeats or (2 if args.quick else 5),
+                           block=3 if args.quick else 10)
     repeats = args.repeats or (3 if args.quick else 7)
-    cases = ["bubble_n5", "shortest_path_12x12"] if args.quick else ["bubble_n5", "bubble_n16", "bubble_n32", "shortest_path_12x12"]
+    cases = ["bubble_n5", "shortest_path_12x12"] if args.quick else \
+        ["bubble_n5", "bubble_n16", "bubble_n32", "shortest_path_12x12"]
     if args.pairwise:
         cases.append("shortest_path_12x12_pairwise")
+    impls = ["diffalg"]
     try:
         import algovision  # noqa: F401
-        impls = ["diffalg", "algovision"]
+        impls += [] if args.no_reference else ["algovision"]
     except ImportError:
-        impls = ["diffalg"]
-        print("algovision is not installed: measuring diffalg only (pip install algovision for the comparison)")
-    print(f"torch {torch.__version__}, {args.threads} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
-          f"beta={BETA}, median of {repeats}; batch 100 (bubble sort), 32 maps and 24 iterations (shortest path)")
+        print("algovision is not installed: measuring diffalg only (pip install algovision)")
+    what = (f"forward + backward, logistic, steepness {BETA}, {args.threads} threads, median of "
+            f"{repeats}, the implementations alternated in one process")
+    comparisons = {c: {"what": what, "size": s, "ratio": "reference / diffalg"}
+                   for c, s in COMPARISONS.values()}
+    run = Run("relax", args, repeats=repeats, comparisons=comparisons,
+              params={"beta": BETA, "threads": args.threads})
+    print(f"{run.run['meta']['command']}: {what}")
     rows = []
     for name in cases:
         made = {impl: make_case(name, impl) for impl in impls}
@@ -222,21 +276,17 @@ def main():
             made[impl][0]()                   # warm-up
         for _ in range(repeats):              # alternate the implementations
             for impl in impls:
-                t0 = time.perf_counter(); made[impl][0](); times[impl].append(time.perf_counter() - t0)
-        row = {"case": name}
-        for impl in impls:
-            row[f"{impl} ms"] = 1e3 * statistics.median(times[impl])
-            row[f"{impl} error"] = made[impl][1]()
-            row[f"{impl} graph MB"] = graph_memory_mb(made[impl][0])
-        if len(impls) == 2:
-            row["speed-up"] = row["algovision ms"] / row["diffalg ms"]
-        rows.append(row)
-        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
-    keys = list(rows[0])
-    print()
-    print(" | ".join(f"{k:>16}" for k in keys))
-    for row in rows:
-        print(" | ".join(f"{row[k]:>16.4g}" if isinstance(row[k], float) else f"{row[k]:>16}" for k in keys))
+                t0 = time.perf_counter()
+                made[impl][0]()
+                times[impl].append(time.perf_counter() - t0)
+        rows.append(row_for(name, impls, times, made))
+        run.add(rows[-1:])
+    shown = [dict(r, **{k.replace("_s", " ms"): 1e3 * v for k, v in r.items()
+                        if k.endswith("_s")}) for r in rows]
+    cols = ["case", "diffalg ms", "reference ms", "ratio", "diffalg_error", "reference_error",
+            "diffalg_graph_mb", "reference_graph_mb"]
+    print(table(shown, cols))
+    run.close()
 
 
 if __name__ == "__main__":

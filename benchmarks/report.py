@@ -1,0 +1,277 @@
+"""Read the recorded benchmark results (benchmarks/results/*.json, written by harness.Run) and draw
+them: the tables, log-log figures and histories of the book's benchmarks appendix
+(nbs/appendix/benchmarks/). Needs pandas and matplotlib, not torch.
+
+    import report
+    data = report.load("sorting")        # None when the file is missing
+    run = report.shown(data)             # the newest full-size run (else the newest quick one)
+    report.about(data, "sorting")        # machine, date, command; or how to make the file
+    report.table(run, columns, comparisons=...)
+    report.plot(run, comparisons=...)
+    report.history(data)
+"""
+import json
+import numbers
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import matplotlib.ticker as ticker
+import pandas as pd
+from IPython.display import Markdown, display
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+try:
+    from harness import FULL
+except ImportError:                      # imported from elsewhere: harness is beside this file
+    import sys
+    sys.path.insert(0, str(HERE))
+    from harness import FULL
+
+DASH = "-"
+FONTS = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 10,
+         "xtick.labelsize": 9.5, "ytick.labelsize": 9.5}
+plt.rcParams.update(FONTS)
+
+
+def load(name):
+    "The record of results/<name>.json, or None when the file is missing or holds no run."
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return data if data.get("runs") else None
+
+
+def shown(data):
+    "The run a page shows: the newest full-size run, else the newest quick one (None if none)."
+    if not data:
+        return None
+    full = [r for r in data["runs"] if not r["meta"].get("quick")]
+    return (full or data["runs"])[-1]
+
+
+def command(name):
+    "The command that regenerates results/<name>.json at full size."
+    return FULL.get(name, f"python benchmarks/... ({name})")
+
+
+def about(data, name):
+    "Where the figures below come from (machine, versions, command), or how to make the file."
+    if data is None:
+        display(Markdown(f"**No results yet.** `{command(name)}` (run from the repository root) "
+                         f"writes `benchmarks/results/{name}.json`, and this page then draws it."))
+        return
+    run = shown(data)
+    m = run["meta"]
+    size = "quick sizes (`--quick`)" if m.get("quick") else "full size"
+    cpu = m.get("cpu") or "not recorded"
+    cores = f", {m['cores']} cores" if m.get("cores") else ""
+    threads = f", {m['torch_threads']} torch threads" if m.get("torch_threads") else ""
+    policy = m.get("omp_wait_policy", "?")
+    lines = [f"- **machine**: {cpu}{cores}{threads}; `OMP_WAIT_POLICY={policy}`",
+             f"- **software**: torch {m.get('torch', 'not recorded')}, Python "
+             f"{m.get('python', 'not recorded')}; diffalg at commit `{m.get('commit', '?')}`"
+             + (" with local changes" if m.get("dirty") else "")
+             + f"; compiled sorting kernel: {m.get('compiled_kernel', 'not recorded')}",
+             f"- **measured** {m.get('date', '?').replace('T', ' ').rstrip('Z')} UTC, {size}, "
+             f"load average {' to '.join(str(x) for x in m.get('load_average', [])) or '?'}",
+             f"- **command**: `{m.get('command', '?')}`",
+             f"- **full size**: `{command(name)}`; `benchmarks/results/{name}.json` keeps every "
+             f"run ({len(data['runs'])} so far)"]
+    display(Markdown("\n".join(lines)))
+
+
+def frame(run, comparisons=None):
+    "The rows of a run as a DataFrame (only those of `comparisons`, in that order, if given)."
+    if run is None:
+        return pd.DataFrame()
+    df = pd.DataFrame(run["rows"])
+    if comparisons is not None and len(df):
+        df = df[df.comparison.isin(comparisons)].copy()
+        df["_order"] = df.comparison.map({c: i for i, c in enumerate(comparisons)})
+        df = df.sort_values(["_order", "size"], kind="stable").drop(columns="_order")
+    return df
+
+
+def select(df, prefix=None, contains=None):
+    "The rows whose comparison starts with `prefix` or contains `contains`."
+    if not len(df):
+        return df
+    keep = df.comparison.str.startswith(prefix) if prefix else df.comparison.str.contains(contains)
+    return df[keep]
+
+
+def named(run, prefix):
+    "The names of the comparisons of `run` that start with `prefix`, in the run's order."
+    return [c for c in (run["comparisons"] if run else {}) if c.startswith(prefix)]
+
+
+def ms(field):
+    "A column function: `field` (seconds) of the row in milliseconds, or None where missing."
+    def get(row):
+        v = row.get(field)
+        return None if v is None or v != v else 1e3 * v
+    return get
+
+
+def pivot(df, row, column, cell, first="case"):
+    """One row per value of `row`, one column per value of `column` (numbers written with
+    thousands separators), each cell `cell` (a field, or a function of the row)."""
+    out = {}
+    for _, r in df.iterrows():
+        key = r[row]
+        col = r[column]
+        col = f"{col:,.0f}" if isinstance(col, numbers.Number) else str(col)
+        out.setdefault(key, {first: key})[col] = cell(r) if callable(cell) else r.get(cell)
+    return pd.DataFrame(list(out.values()))
+
+
+def as_columns(table, fmt):
+    "Columns for `table`: the first as it is, every other one with format `fmt`."
+    return [(c, c, None if i == 0 else fmt) for i, c in enumerate(table.columns)]
+
+
+def _cell(value, fmt):
+    if value is None or (isinstance(value, float) and value != value):
+        return DASH
+    if isinstance(value, str):
+        return value
+    if callable(fmt):
+        return fmt(value)
+    return fmt.format(value) if fmt else str(value)
+
+
+def _values(df, field):
+    if callable(field):
+        return [field(row) for _, row in df.iterrows()]
+    return list(df[field]) if field in df else [None] * len(df)
+
+
+def formatted(df, columns):
+    """A table of strings: `columns` is a list of (field, header, format), a field being a column
+    name or a function of the row, a format a format string or a function of the value."""
+    return pd.DataFrame({header: [_cell(v, fmt) for v in _values(df, field)]
+                         for field, header, fmt in columns})
+
+
+NOWRAP = [{"selector": "", "props": "font-size: 0.9em;"},
+          {"selector": "td, th", "props": "white-space: nowrap; padding: 0.1em 0.45em;"},
+          {"selector": "th", "props": "text-align: left;"}]
+
+
+def table(run, columns, comparisons=None, df=None, wrap=()):
+    """Display the rows of `comparisons` with `columns` (see `formatted`): no index, no NaN, cells
+    on one line except in the columns named in `wrap`."""
+    df = frame(run, comparisons) if df is None else df
+    if not len(df):
+        display(Markdown("*(nothing recorded for this in the run shown)*"))
+        return
+    styled = formatted(df, columns).style.hide(axis="index").set_table_styles(NOWRAP)
+    if wrap:
+        styled = styled.set_table_styles({c: [{"selector": "td", "props": "white-space: normal;"}]
+                                          for c in wrap}, overwrite=False)
+    display(styled)
+
+
+def ratio_ticks(ax):
+    "A logarithmic y axis of ratios labelled with plain numbers at 1, 2, 5, 10, 20..."
+    low, high = ax.get_ylim()
+    if high / low < 1e3:
+        ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+def log_axes(ax, xlabel, ylabel, title, ratio=False, sizes=()):
+    "Log-log axes; ticks at the measured sizes (up to 8 of them), plain numbers on ratio axes."
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(True, which="major", alpha=0.3)
+    sizes = sorted(set(sizes))
+    if 1 < len(sizes) <= 8:
+        ax.xaxis.set_major_locator(ticker.FixedLocator(sizes))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(
+            lambda v, _: f"{v:,.0f}" if v < 1e6 else f"{v / 1e6:.2g}M"))
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
+    if ratio:
+        ratio_ticks(ax)
+
+
+def plot(run, comparisons=None, df=None, by="comparison", times=None, size_label=None,
+         ratio_label=None, title="time", label=None):
+    """Log-log figure of time and of the ratio against problem size, one colour per group of rows
+    (`by`, the comparison by default), drawn where a group has two sizes or more. `times` maps
+    time fields to line labels (default: diffalg's time, solid, and the reference's, dashed)."""
+    df = frame(run, comparisons) if df is None else df
+    times = times or {"diffalg_s": "diffalg", "reference_s": None}
+    first = next(iter(times))
+    if not len(df) or "size" not in df or first not in df:
+        return
+    groups = [(c, g.sort_values("size")) for c, g in df.groupby(by, sort=False)
+              if g["size"].nunique() > 1 and g[first].notna().any()]
+    if not groups:
+        return
+    has_ratio = "ratio" in df and any(g["ratio"].notna().any() for _, g in groups)
+    fig, axes = plt.subplots(1, 1 + has_ratio, figsize=(7.5, 3.6) if has_ratio else (5, 3.6),
+                             squeeze=False, layout="constrained")
+    for i, (key, g) in enumerate(groups):
+        color, name = f"C{i % 10}", label(key) if label else key
+        for j, (field, side) in enumerate(times.items()):
+            if field not in g or not g[field].notna().any():
+                continue
+            parts = g.groupby("reference") if side is None and "reference" in g else [(side, g)]
+            for ref, r in parts:
+                r = r[r[field].notna()].drop_duplicates("size")
+                axes[0, 0].plot(r["size"], r[field], ("o-", "s--", "^:")[min(j, 2)],
+                                color=color, alpha=1 if j == 0 else 0.7,
+                                label=name if len(times) == 1 else f"{name}: {ref}")
+        if has_ratio:
+            parts = g.groupby("reference") if "reference" in g else [(None, g)]
+            for _, r in parts:
+                r = r[r["ratio"].notna()].drop_duplicates("size")
+                axes[0, 1].plot(r["size"], r["ratio"], "o-", color=color)
+    size_label = size_label or groups[0][1]["size_name"].iloc[0]
+    sizes = [v for _, g in groups for v in g["size"]]
+    log_axes(axes[0, 0], size_label, "seconds", title, sizes=sizes)
+    if has_ratio:
+        axes[0, 1].axhline(1.0, color="gray", lw=0.8)
+        log_axes(axes[0, 1], size_label, ratio_label or "ratio", "ratio", ratio=True, sizes=sizes)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", frameon=False,
+               ncol=1 if len(labels) < 3 else (2 if max(map(len, labels)) > 24 else 3))
+    plt.show()
+
+
+def history(data, comparisons=None, value="ratio", fmt="{:.2f}", cases=None, by="comparison",
+            last=6):
+    """One row per case (the largest size of each group `by`, or `cases`), one column per run
+    (the `last` runs of the file): `value` (the ratio by default) in each run that measured it;
+    then which run is which (date, sizes, commit, machine)."""
+    if data is None or len(data["runs"]) < 2:
+        display(Markdown("*(one run recorded so far: no history yet)*"))
+        return
+    display(Markdown(f"`{data['name']}.json`, {len(data['runs'])} runs:"))
+    rows, runs = {}, []
+    for k, run in list(enumerate(data["runs"], 1))[-last:]:
+        m = run["meta"]
+        runs.append({"run": k, "measured (UTC)": m.get("date", "?").replace("T", " ").rstrip("Z"),
+                     "sizes": "quick" if m.get("quick") else "full",
+                     "commit": m.get("commit", "?"), "CPU": m.get("cpu", "not recorded")})
+        df = frame(run, comparisons)
+        if not len(df) or value not in df:
+            continue
+        df = df[df[value].notna()]
+        if cases is None:
+            df = df.sort_values("size", kind="stable").groupby(by, sort=False).tail(1)
+        else:
+            df = df[df.case.isin(cases)]
+        for _, r in df.iterrows():
+            key = r["case"] + (f" / {r['reference']}" if isinstance(r.get("reference"), str)
+                               else "")
+            rows.setdefault(key, {})[f"run {k}"] = fmt.format(r[value])
+    out = pd.DataFrame.from_dict(rows, orient="index").fillna(DASH)
+    out = out[sorted(out.columns, key=lambda c: int(c.split()[1]))]
+    display(out.style.set_table_styles(NOWRAP))
+    display(pd.DataFrame(runs).style.hide(axis="index").set_table_styles(NOWRAP))
