@@ -3,22 +3,30 @@
 # %% auto #0
 __all__ = ['NETWORK_TYPES', 'SortingNetwork', 'odd_even_network', 'bitonic_network', 'get_sorting_network', 'draw_network']
 
-# %% ../../nbs/03_sorting/01_networks.ipynb #150b541e
+# %% ../../nbs/03_sorting/01_networks.ipynb #58134844
 import math
 import torch
 from ..checks import check_int, check_choice
 
-# %% ../../nbs/03_sorting/01_networks.ipynb #06905ea5
+# %% ../../nbs/03_sorting/01_networks.ipynb #1e987a41
+def _checked_layers(n, layers):
+    "The layers as a tuple of tuples of int pairs; raise unless each uses distinct wires < n."
+    layers = tuple(tuple((int(a), int(b)) for a, b in layer) for layer in layers)
+    for depth, layer in enumerate(layers):
+        wires = [w for c in layer for w in c]
+        if len(set(wires)) != len(wires) or any(not 0 <= w < n for w in wires):
+            raise ValueError(f"`layers[{depth}]` must use distinct wires in [0, {n}), "
+                             f"each at most once; got {layer}")
+    return layers
+
+# %% ../../nbs/03_sorting/01_networks.ipynb #21fa77bc
 class SortingNetwork:
-    "A comparator network on `n` wires as data: `layers` is a tuple of layers, each a tuple of comparators (lo, hi); `lo` receives the minimum."
+    """A comparator network on `n` wires as data: `layers` is a tuple of layers, each a tuple
+    of comparators (lo, hi); `lo` receives the minimum."""
     def __init__(self, n: int, layers, name: str = "custom"):
         self.n = check_int(n, "n", minimum=2)
         self.name = name
-        self.layers = tuple(tuple((int(a), int(b)) for a, b in layer) for layer in layers)
-        for depth, layer in enumerate(self.layers):
-            wires = [w for c in layer for w in c]
-            if len(set(wires)) != len(wires) or any(not 0 <= w < self.n for w in wires):
-                raise ValueError(f"`layers[{depth}]` must use distinct wires in [0, {self.n}), each at most once; got {layer}")
+        self.layers = _checked_layers(self.n, layers)
         self._tables = None
 
     @property
@@ -33,10 +41,13 @@ class SortingNetwork:
 
     def __len__(self): return self.depth
     def __iter__(self): return iter(self.layers)
-    def __repr__(self): return f"SortingNetwork({self.name!r}, n={self.n}, depth={self.depth}, comparators={self.size})"
+    def __repr__(self):
+        return (f"SortingNetwork({self.name!r}, n={self.n}, depth={self.depth}, "
+                f"comparators={self.size})")
 
     def tables(self):
-        "Per-layer index tables (partner, is_lo), both (depth, n): each wire's partner (itself when idle) and whether it receives the minimum."
+        """Per-layer index tables (partner, is_lo), both (depth, n): each wire's partner (itself
+        when idle) and whether it receives the minimum."""
         if self._tables is None:
             partner = torch.arange(self.n).repeat(max(self.depth, 1), 1)[:self.depth]
             is_lo = torch.zeros(self.depth, self.n, dtype=torch.bool)
@@ -49,7 +60,8 @@ class SortingNetwork:
     def apply(self, x):
         "Run the hard network on the last dimension of `x` (..., n): exact compare-and-swap."
         if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] != self.n:
-            raise ValueError(f"`x` must be a tensor of shape (..., {self.n}), got {getattr(x, 'shape', type(x).__name__)}")
+            got = getattr(x, "shape", type(x).__name__)
+            raise ValueError(f"`x` must be a tensor of shape (..., {self.n}), got {got}")
         x = x.clone()
         for layer in self.layers:
             if layer:
@@ -60,21 +72,26 @@ class SortingNetwork:
         return x
 
     def is_sorting_network(self, max_n: int = 20):
-        "Check with the 0-1 principle (Knuth Vol. 3, Thm. 5.3.4Z): the network sorts all 2^n binary inputs (only for n <= `max_n`)."
+        """Check with the 0-1 principle (Knuth Vol. 3, Thm. 5.3.4Z): the network sorts all 2^n
+        binary inputs (only for n <= `max_n`)."""
         if self.n > max_n:
-            raise ValueError(f"the 0-1 check enumerates 2^n inputs; n = {self.n} exceeds `max_n` = {max_n}")
+            raise ValueError(f"the 0-1 check enumerates 2^n inputs; n = {self.n} exceeds "
+                             f"`max_n` = {max_n}")
         bits = (torch.arange(2 ** self.n).unsqueeze(-1) >> torch.arange(self.n)) & 1
         return bool(torch.equal(self.apply(bits), bits.sort(-1).values))
 
-# %% ../../nbs/03_sorting/01_networks.ipynb #004727bc
+# %% ../../nbs/03_sorting/01_networks.ipynb #d16b9abd
 def odd_even_network(n: int) -> SortingNetwork:
-    "Odd-even transposition network on `n` wires: `n` layers, alternately comparing (0,1),(2,3),... and (1,2),(3,4),..."
+    """Odd-even transposition network on `n` wires: `n` layers, alternately comparing
+    (0,1),(2,3),... and (1,2),(3,4),..."""
     n = check_int(n, "n", minimum=2)
-    return SortingNetwork(n, [[(i, i + 1) for i in range(t % 2, n - 1, 2)] for t in range(n)], "odd_even")
+    layers = [[(i, i + 1) for i in range(t % 2, n - 1, 2)] for t in range(n)]
+    return SortingNetwork(n, layers, "odd_even")
 
-# %% ../../nbs/03_sorting/01_networks.ipynb #ad28b926
+# %% ../../nbs/03_sorting/01_networks.ipynb #52f925ea
 def bitonic_network(n: int) -> SortingNetwork:
-    "Bitonic network (Batcher 1968) on `n` wires, built on the next power of two N; comparators that touch the N - n virtual top wires are dropped (as in diffsort)."
+    """Bitonic network (Batcher 1968) on `n` wires, built on the next power of two N; comparators
+    that touch the N - n virtual top wires are dropped (as in diffsort)."""
     n = check_int(n, "n", minimum=2)
     k = math.ceil(math.log2(n))
     pad = 2 ** k - n
@@ -92,27 +109,32 @@ def bitonic_network(n: int) -> SortingNetwork:
             layers.append(layer)
     return SortingNetwork(n, layers, "bitonic")
 
-# %% ../../nbs/03_sorting/01_networks.ipynb #c3c6e710
+# %% ../../nbs/03_sorting/01_networks.ipynb #6d9d0352
 NETWORK_TYPES = ("odd_even", "bitonic")
 _NETWORKS = {}
 
 def get_sorting_network(network, n: int) -> SortingNetwork:
-    "The network named `network` ('odd_even' or 'bitonic') on `n` wires (cached), or `network` itself if it is a `SortingNetwork` on `n` wires."
+    """The network named `network` ('odd_even' or 'bitonic') on `n` wires (cached), or `network`
+    itself if it is a `SortingNetwork` on `n` wires."""
     if isinstance(network, SortingNetwork):
         if network.n != n:
-            raise ValueError(f"the sorting network has {network.n} wires, but the input has size {n}")
+            raise ValueError(f"the sorting network has {network.n} wires, "
+                             f"but the input has size {n}")
         return network
     if not isinstance(network, str):
-        raise TypeError(f"`network` must be one of {list(NETWORK_TYPES)} or a SortingNetwork, got {type(network).__name__}")
+        raise TypeError(f"`network` must be one of {list(NETWORK_TYPES)} or a SortingNetwork, "
+                        f"got {type(network).__name__}")
     check_choice(network, "network", NETWORK_TYPES)
     n = check_int(n, "n", minimum=2)
     if (network, n) not in _NETWORKS:
-        _NETWORKS[network, n] = (odd_even_network if network == "odd_even" else bitonic_network)(n)
+        build = odd_even_network if network == "odd_even" else bitonic_network
+        _NETWORKS[network, n] = build(n)
     return _NETWORKS[network, n]
 
-# %% ../../nbs/03_sorting/01_networks.ipynb #6bef18f5
+# %% ../../nbs/03_sorting/01_networks.ipynb #19fbbab5
 def draw_network(network, ax=None, color="C0", title=None):
-    "Draw a `SortingNetwork` with matplotlib: horizontal wires, one column per layer; the filled dot marks the wire that receives the minimum. Returns the axes."
+    """Draw a `SortingNetwork` with matplotlib: horizontal wires, one column per layer; the filled
+    dot marks the wire that receives the minimum. Returns the axes."""
     import matplotlib.pyplot as plt
     if not isinstance(network, SortingNetwork):
         raise TypeError(f"`network` must be a SortingNetwork, got {type(network).__name__}")
@@ -141,7 +163,10 @@ def draw_network(network, ax=None, color="C0", title=None):
     ax.set_yticks(range(network.n)) if network.n <= 16 else ax.set_yticks([])
     ax.set_xticks([])
     ax.set_ylabel("wire")
-    ax.set_title(title if title is not None else f"{network.name}, n = {network.n}: {network.depth} layers, {network.size} comparators")
+    if title is None:
+        title = (f"{network.name}, n = {network.n}: {network.depth} layers, "
+                 f"{network.size} comparators")
+    ax.set_title(title)
     for side in ("top", "right", "bottom"):
         ax.spines[side].set_visible(False)
     return ax
