@@ -13,60 +13,74 @@ from ..distributions import get_distribution
 from .networks import get_sorting_network
 
 # %% ../../nbs/03_sorting/02_relaxed_sorting.ipynb #b03fae6b
-def relaxed_swap(a, b, steepness=10.0, distribution="cauchy", art_lambda=0.25):
-    """Relaxed conditional swap of `a` and `b`: returns (soft min, soft max, alpha) with
-    alpha = F(steepness (b - a)), the probability that the pair is already in order."""
+def relaxed_swap(a, b, steepness=10.0, distribution="cauchy",
+                 art_lambda=0.25):
+    """Relaxed conditional swap of `a` and `b`: (soft min, soft max, alpha)
+    with alpha = F(steepness (b - a)), the probability that the pair is
+    already in order."""
     check_tensor(a, "a"); check_tensor(b, "b")
     check_positive(steepness, "steepness")
-    alpha = get_distribution(distribution, art_lambda)._step(b - a, steepness)
+    F = get_distribution(distribution, art_lambda)
+    alpha = F._step(b - a, steepness)
     return alpha * a + (1 - alpha) * b, (1 - alpha) * a + alpha * b, alpha
 
 # %% ../../nbs/03_sorting/02_relaxed_sorting.ipynb #f1be455b
-def relaxed_layer(x, layer, steepness=10.0, distribution="cauchy", art_lambda=0.25):
-    """One relaxed layer on the last dimension of x (..., n): each comparator (lo, hi) of `layer`
-    puts the soft min of its two wires on wire lo and the soft max on wire hi; idle wires pass."""
+def relaxed_layer(x, layer, steepness=10.0, distribution="cauchy",
+                  art_lambda=0.25):
+    """One relaxed layer on the last dimension of x (..., n): each comparator
+    (lo, hi) of `layer` puts the soft min of its two wires on wire lo and the
+    soft max on wire hi; idle wires pass."""
     wires = list(x.unbind(-1))
     for lo, hi in layer:
-        wires[lo], wires[hi], _ = relaxed_swap(x[..., lo], x[..., hi], steepness, distribution,
-                                               art_lambda)
+        wires[lo], wires[hi], _ = relaxed_swap(
+            x[..., lo], x[..., hi], steepness, distribution, art_lambda)
     return torch.stack(wires, -1)
 
 # %% ../../nbs/03_sorting/02_relaxed_sorting.ipynb #8441bde2
 def _checked(x):
-    "x if it is a floating tensor with at least 2 entries in its last dimension; raise otherwise."
+    "x if it is a floating tensor with >= 2 entries in its last dimension."
     check_tensor(x, "x", min_dim=1)
     if x.shape[-1] < 2:
-        raise ValueError(f"`x` must have size >= 2 in its last dimension, got {tuple(x.shape)}")
+        raise ValueError("`x` must have size >= 2 in its last dimension, "
+                         f"got {tuple(x.shape)}")
     return x
 
-def network_values(x, network="odd_even", steepness=10.0, distribution="cauchy",
-                   art_lambda=0.25):
-    """Relaxed sorted values (..., n) of x (..., n), ascending: the layers of `network` (a name
-    or a `SortingNetwork`) applied one after the other (Petersen et al., ICML 2021, Sec. 3)."""
-    for layer in get_sorting_network(network, _checked(x).shape[-1]).layers:
+def network_values(x, network="odd_even", steepness=10.0,
+                   distribution="cauchy", art_lambda=0.25):
+    """Relaxed sorted values (..., n) of x (..., n), ascending: the layers of
+    `network` (a name or a `SortingNetwork`) one after the other (Petersen
+    et al., ICML 2021, Sec. 3)."""
+    net = get_sorting_network(network, _checked(x).shape[-1])
+    for layer in net.layers:
         x = relaxed_layer(x, layer, steepness, distribution, art_lambda)
     return x
 
 # %% ../../nbs/03_sorting/02_relaxed_sorting.ipynb #61e24f76
-def layer_matrix(x, layer, steepness=10.0, distribution="cauchy", art_lambda=0.25):
-    """The relaxed layer at the values x (..., n) as a dense matrix M (..., n, n), so that
-    relaxed_layer(x) = x @ M: M[lo, lo] = M[hi, hi] = alpha and M[lo, hi] = M[hi, lo] = 1 - alpha
-    for each comparator, the identity on idle wires."""
+def layer_matrix(x, layer, steepness=10.0, distribution="cauchy",
+                 art_lambda=0.25):
+    """The relaxed layer at the values x (..., n) as a dense matrix
+    M (..., n, n), so that relaxed_layer(x) = x @ M: M[lo, lo] = M[hi, hi] =
+    alpha and M[lo, hi] = M[hi, lo] = 1 - alpha for each comparator, the
+    identity on idle wires."""
     n = x.shape[-1]
-    M = torch.eye(n, dtype=x.dtype, device=x.device).repeat(*x.shape[:-1], 1, 1)
+    eye = torch.eye(n, dtype=x.dtype, device=x.device)
+    M = eye.repeat(*x.shape[:-1], 1, 1)
     for lo, hi in layer:
-        *_, alpha = relaxed_swap(x[..., lo], x[..., hi], steepness, distribution, art_lambda)
+        *_, alpha = relaxed_swap(x[..., lo], x[..., hi], steepness,
+                                 distribution, art_lambda)
         M[..., lo, lo], M[..., hi, hi] = alpha, alpha
         M[..., lo, hi], M[..., hi, lo] = 1 - alpha, 1 - alpha
     return M
 
 # %% ../../nbs/03_sorting/02_relaxed_sorting.ipynb #11251319
-def network_permutation(x, network="odd_even", steepness=10.0, distribution="cauchy",
-                        art_lambda=0.25):
-    """Relaxed permutation matrix P = M_1 M_2 ... M_T (..., n, n) of x (..., n) by dense products
-    of the layers' matrices: rows are inputs, columns ascending positions, x @ P = sorted values."""
+def network_permutation(x, network="odd_even", steepness=10.0,
+                        distribution="cauchy", art_lambda=0.25):
+    """Relaxed permutation matrix P = M_1 M_2 ... M_T (..., n, n) of
+    x (..., n) by dense products of the layers' matrices: rows are inputs,
+    columns ascending positions, x @ P = the sorted values."""
     n = _checked(x).shape[-1]
-    P = torch.eye(n, dtype=x.dtype, device=x.device).expand(*x.shape[:-1], n, n)
+    P = torch.eye(n, dtype=x.dtype, device=x.device)
+    P = P.expand(*x.shape[:-1], n, n)
     for layer in get_sorting_network(network, n).layers:
         M = layer_matrix(x, layer, steepness, distribution, art_lambda)
         P, x = P @ M, (x.unsqueeze(-2) @ M).squeeze(-2)
@@ -74,15 +88,19 @@ def network_permutation(x, network="odd_even", steepness=10.0, distribution="cau
 
 # %% ../../nbs/03_sorting/02_relaxed_sorting.ipynb #3c888424
 def permutation_ranks(P):
-    """Relaxed ranks (..., n) from a relaxed permutation P (..., n, n): the expected sorted
-    position of each input, P @ (1, 2, ..., n) (1 = the first column)."""
+    """Relaxed ranks (..., n) from a relaxed permutation P (..., n, n): the
+    expected sorted position of each input, P @ (1, 2, ..., n)."""
     n = P.shape[-1]
     return P @ torch.arange(1, n + 1, dtype=P.dtype, device=P.device)
 
 def topk_columns(P, k, descending=False):
-    """The columns of P (..., n, n) for the k largest positions, largest first, (..., n, k): the
-    last k columns reversed, or the first k if P sorts in descending order."""
+    """The columns of P (..., n, n) for the k largest positions, largest
+    first, (..., n, k): the last k columns reversed, or the first k if P
+    sorts in descending order."""
     n = P.shape[-1]
     k = check_int(k, "k", minimum=1, maximum=n)
-    cols = torch.arange(k) if descending else torch.arange(n - 1, n - 1 - k, -1)
+    if descending:
+        cols = torch.arange(k)
+    else:
+        cols = torch.arange(n - 1, n - 1 - k, -1)
     return P[..., cols.to(P.device)]

@@ -9,7 +9,8 @@ __all__ = ['RelaxedSort', 'diff_sort', 'soft_sort', 'soft_permutation', 'soft_ra
 # %% ../../nbs/03_sorting/03_relaxed_api.ipynb #41ae7d22
 import numbers
 import torch
-from ..checks import check_tensor, check_positive, check_int, check_choice
+from ..checks import check_tensor, check_positive, check_int
+from ..checks import check_choice
 from ..distributions import get_distribution
 from .networks import get_sorting_network
 from ._plan import _values_plan, _is_bitonic
@@ -23,68 +24,80 @@ from ._kernel_ops import network_matrix
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 def _flat_input(x, dim):
-    """Check x and move `dim` last: (dim, n, batch shape, rows (B, n)); half precision in
-    float32."""
+    """Check x and move `dim` last: (dim, n, batch shape, rows (B, n)), half
+    precision in float32."""
     check_tensor(x, "x", min_dim=1, finite=True)
     dim = check_int(dim, "dim", minimum=-x.dim(), maximum=x.dim() - 1)
     n = x.shape[dim]
     if n < 2:
-        raise ValueError(f"`x` must have size >= 2 along `dim` = {dim}, got shape "
-                         f"{tuple(x.shape)}")
+        raise ValueError(f"`x` must have size >= 2 along `dim` = {dim}, "
+                         f"got shape {tuple(x.shape)}")
     xm = x.movedim(dim, -1)
     flat = xm.reshape(-1, n)
-    return dim, n, xm.shape[:-1], flat.float() if flat.dtype in _LOW_PRECISION else flat
+    if flat.dtype in _LOW_PRECISION:
+        flat = flat.float()
+    return dim, n, xm.shape[:-1], flat
 
-# %% ../../nbs/03_sorting/03_relaxed_api.ipynb #c2b7d3a3
 class _SortRun:
-    "One lazy run of a relaxed network on the rows of an input (see `RelaxedSort`)."
-    def __init__(self, x, network="odd_even", steepness=10.0, distribution="cauchy",
-                 art_lambda=0.25, dim=-1, descending=False, checkpoint_every=None):
+    "A relaxed sort's checked configuration and flattened input."
+    def __init__(self, x, network="odd_even", steepness=10.0,
+                 distribution="cauchy", art_lambda=0.25, dim=-1,
+                 descending=False, checkpoint_every=None):
         self.dim, self.n, self.batch_shape, flat = _flat_input(x, dim)
         self.network = get_sorting_network(network, self.n)
         check_positive(steepness, "steepness")
         self.distribution = get_distribution(distribution, art_lambda)
         if not isinstance(descending, bool):
-            raise TypeError(f"`descending` must be a bool, got {type(descending).__name__}")
-        self.descending, self.dtype, self.checkpoint_every = descending, x.dtype, checkpoint_every
-        self._src, self._src_version, self._steepness = flat, flat._version, steepness
+            raise TypeError("`descending` must be a bool, got "
+                            f"{type(descending).__name__}")
+        self.descending, self.dtype = descending, x.dtype
+        self.checkpoint_every = checkpoint_every
+        self._src, self._src_version = flat, flat._version
+        self._steepness = steepness
         self._stacked, self._values = None, None     # computed on first use
 
     def _input(self):
-        "The flattened input (negated for descending order), checked to be unchanged."
+        "The flat input (negated for descending order), checked unchanged."
         if self._src._version != self._src_version:
-            raise RuntimeError("`x` was modified in place after `diff_sort`; compute the values, "
-                               "permutation, ranks or top-k before changing it")
+            raise RuntimeError(
+                "`x` was modified in place after `diff_sort`; compute the "
+                "values, permutation, ranks or top-k before changing it")
         return -self._src if self.descending else self._src
 
     def _in_place(self):
-        "Whether the in-place path runs this network: a plan exists and `steepness` is a number."
-        return isinstance(self._steepness, numbers.Real) and _values_plan(self.network) is not None
+        "Whether the in-place pass runs: a plan exists, steepness a number."
+        return (isinstance(self._steepness, numbers.Real)
+                and _values_plan(self.network) is not None)
 
+# %% ../../nbs/03_sorting/03_relaxed_api.ipynb #c2b7d3a3
+class _LazyRun(_SortRun):
+    "One lazy run of the network: values and per-wire weights on first use."
     def _run_network(self):
-        "One run of the network for the weights (kept) and the values (kept unless computed)."
+        "One run for the weights (kept) and the values (kept if not yet)."
+        x, net, dist = self._input(), self.network, self.distribution
         if self._in_place():
             values, self._stacked = _NetworkValues.apply(
-                self._input(), self.network, float(self._steepness), self.distribution, True)
+                x, net, float(self._steepness), dist, True)
         else:
-            values, self._stacked = _network_values(self._input(), self.network,
-                                                    self._steepness, self.distribution)
+            values, self._stacked = _network_values(x, net, self._steepness,
+                                                    dist)
         if self._values is None:
             self._values = -values if self.descending else values
 
     @property
     def _w(self):
-        "Per-wire mixing weights (B, depth, n), computed on first use (values never need them)."
+        "Per-wire mixing weights (B, depth, n), computed on first use."
         if self._stacked is None:
             self._run_network()
         return self._stacked
 
     def _flat_values(self):
-        "Sorted values (B, n): by the values-only run unless the weights' run has happened."
+        "Sorted values (B, n): a values-only run unless the weights exist."
         if self._values is None:
             if self._in_place():
-                values = _NetworkValues.apply(self._input(), self.network,
-                                              float(self._steepness), self.distribution)
+                values = _NetworkValues.apply(
+                    self._input(), self.network, float(self._steepness),
+                    self.distribution)
                 self._values = -values if self.descending else values
             else:
                 self._run_network()
@@ -93,16 +106,11 @@ class _SortRun:
     def _shape(self, t):
         return t.to(self.dtype).reshape(*self.batch_shape, *t.shape[1:])
 
-# %% ../../nbs/03_sorting/03_relaxed_api.ipynb #b406286d
-class RelaxedSort(_SortRun):
-    """>>> r = RelaxedSort(torch.randn(4, 10), "bitonic", steepness=20.0)
-    >>> r.values, r.permutation, r.ranks, r.topk(3), r.topk_mask(3)
-
-    A differentiable sorting network run once on `x` along `dim`; every output comes from the
-    same swap probabilities and is computed on first use."""
     def _columns(self, start):
-        w = self._w
-        return self._shape(_apply_network_matrix(w, start, self.network, self.checkpoint_every))
+        "The layers applied to the rows of `start` (1, n, m), shaped."
+        P = _apply_network_matrix(self._w, start, self.network,
+                                  self.checkpoint_every)
+        return self._shape(P)
 
     def _unit(self, positions, dev):
         "Start matrix (1, n, len(positions)) with a one at (positions[j], j)."
@@ -110,27 +118,37 @@ class RelaxedSort(_SortRun):
         z[0, positions, torch.arange(len(positions), device=dev)] = 1
         return z
 
+# %% ../../nbs/03_sorting/03_relaxed_api.ipynb #b406286d
+class RelaxedSort(_LazyRun):
+    """>>> r = RelaxedSort(torch.randn(4, 10), "bitonic", steepness=20.0)
+    >>> r.values, r.permutation, r.ranks, r.topk(3), r.topk_mask(3)
+
+    A differentiable sorting network run once on `x` along `dim`; every
+    output comes from the same swap probabilities, computed on first use."""
     @property
     def values(self):
-        "Relaxed sorted values, the shape of `x` (ascending along `dim`, or descending)."
+        "Relaxed sorted values, the shape of `x` (ascending, or descending)."
         return self._shape(self._flat_values()).movedim(-1, self.dim)
 
     @property
     def permutation(self):
-        """Relaxed permutation matrix (*batch, n, n): [i, j] = weight of input i in sorted
-        position j, so sorted = x @ P (diffsort's orientation)."""
-        if compiled_matrix_applies(self._w):
-            return self._shape(network_matrix(self._w, self.network))
+        """Relaxed permutation matrix (*batch, n, n): [i, j] = weight of
+        input i in sorted position j, so sorted = x @ P (diffsort's)."""
+        w = self._w
+        if compiled_matrix_applies(w):
+            return self._shape(network_matrix(w, self.network))
         if _is_bitonic(self.network):
-            return self._shape(bitonic_permutation(self._w, self.n))
-        return self._columns(torch.eye(self.n, device=self._w.device).unsqueeze(0))
+            return self._shape(bitonic_permutation(w, self.n))
+        return self._columns(torch.eye(self.n, device=w.device)[None])
 
     @property
     def ranks(self):
-        """Relaxed ranks in [1, n], the shape of `x`: expected sorted position of each input
-        (1 = smallest; largest if descending)."""
-        r = torch.arange(1, self.n + 1, device=self._w.device, dtype=torch.float32)
-        return self._columns(r.view(1, self.n, 1))[..., 0].movedim(-1, self.dim)
+        """Relaxed ranks in [1, n], the shape of `x`: the expected sorted
+        position of each input (1 = smallest; largest if descending)."""
+        dev = self._w.device
+        r = torch.arange(1, self.n + 1, device=dev, dtype=torch.float32)
+        ranks = self._columns(r.view(1, self.n, 1))[..., 0]
+        return ranks.movedim(-1, self.dim)
 
     def _top_positions(self, k, dev):
         k = check_int(k, "k", minimum=1, maximum=self.n)
@@ -139,128 +157,158 @@ class RelaxedSort(_SortRun):
         return torch.arange(self.n - 1, self.n - 1 - k, -1, device=dev)
 
     def topk(self, k: int):
-        """Columns of the permutation for the positions of the k largest values, largest first,
-        (*batch, n, k); costs O(n k) per layer."""
-        return self._columns(self._unit(self._top_positions(k, self._w.device), self._w.device))
+        """Columns of the permutation for the positions of the k largest
+        values, largest first, (*batch, n, k); O(n k) per layer."""
+        dev = self._w.device
+        return self._columns(self._unit(self._top_positions(k, dev), dev))
 
     def topk_mask(self, k: int):
-        "Relaxed membership in the k largest values, in [0, 1], the shape of `x`."
-        z = self._unit(self._top_positions(k, self._w.device), self._w.device)
-        return self._columns(z.sum(-1, keepdim=True))[..., 0].movedim(-1, self.dim)
+        "Relaxed membership in the k largest values, in [0, 1], like `x`."
+        dev = self._w.device
+        z = self._unit(self._top_positions(k, dev), dev).sum(-1, keepdim=True)
+        return self._columns(z)[..., 0].movedim(-1, self.dim)
 
 # %% ../../nbs/03_sorting/03_relaxed_api.ipynb #a4eefe68
-def diff_sort(x, network="odd_even", steepness=10.0, distribution="cauchy", art_lambda=0.25,
-              dim=-1, descending=False):
+def diff_sort(x, network="odd_even", steepness=10.0, distribution="cauchy",
+              art_lambda=0.25, dim=-1, descending=False):
     """>>> r = diff_sort(torch.randn(32, 10), "bitonic", steepness=20.0)
     >>> r.values, r.permutation, r.ranks, r.topk_mask(3)
 
-    Differentiable sorting network on `x` along `dim`: a `RelaxedSort` whose outputs come from
-    one run of the network."""
-    return RelaxedSort(x, network, steepness, distribution, art_lambda, dim, descending)
+    Differentiable sorting network on `x` along `dim`: a `RelaxedSort`
+    whose outputs come from one run of the network."""
+    return RelaxedSort(x, network, steepness, distribution, art_lambda, dim,
+                       descending)
 
-def soft_sort(x, network="odd_even", steepness=10.0, distribution="cauchy", art_lambda=0.25,
-              dim=-1, descending=False):
+def soft_sort(x, network="odd_even", steepness=10.0, distribution="cauchy",
+              art_lambda=0.25, dim=-1, descending=False):
     """>>> soft_sort(torch.tensor([[0.3, -1.0, 2.0]]), steepness=100.0)
     tensor([[-0.9936,  0.2968,  1.9968]])
 
-    Relaxed sorted values of `x` along `dim`, ascending (or descending), the shape of `x`
-    (O(n) memory per layer)."""
-    return diff_sort(x, network, steepness, distribution, art_lambda, dim, descending).values
+    Relaxed sorted values of `x` along `dim`, ascending (or descending),
+    the shape of `x` (O(n) memory per layer)."""
+    return diff_sort(x, network, steepness, distribution, art_lambda, dim,
+                     descending).values
 
-def soft_permutation(x, network="odd_even", steepness=10.0, distribution="cauchy",
-                     art_lambda=0.25, dim=-1, descending=False):
-    """>>> P = soft_permutation(torch.randn(8, 5))      # (8, 5, 5)
+def soft_permutation(x, network="odd_even", steepness=10.0,
+                     distribution="cauchy", art_lambda=0.25, dim=-1,
+                     descending=False):
+    """>>> P = soft_permutation(x)          # x (8, 5): P (8, 5, 5)
     >>> sorted_values = (x.unsqueeze(-2) @ P).squeeze(-2)
 
-    Relaxed permutation matrix (*batch, n, n); [i, j] = weight of input i in sorted position j
-    (sorted = x @ P)."""
-    return diff_sort(x, network, steepness, distribution, art_lambda, dim, descending).permutation
+    Relaxed permutation matrix (*batch, n, n); [i, j] = weight of input i
+    in sorted position j (sorted = x @ P)."""
+    return diff_sort(x, network, steepness, distribution, art_lambda, dim,
+                     descending).permutation
 
-def soft_rank(x, network="odd_even", steepness=10.0, distribution="cauchy", art_lambda=0.25,
-              dim=-1, descending=False):
+def soft_rank(x, network="odd_even", steepness=10.0, distribution="cauchy",
+              art_lambda=0.25, dim=-1, descending=False):
     """>>> soft_rank(torch.tensor([[0.3, -1.0, 2.0]]), steepness=100.0)
     tensor([[1.9970, 1.0049, 2.9981]])
 
-    Relaxed ranks of `x` along `dim`, in [1, n]: the expected sorted position of each entry
-    (1 = smallest, or largest if `descending`; O(n) memory per layer)."""
-    return diff_sort(x, network, steepness, distribution, art_lambda, dim, descending).ranks
+    Relaxed ranks of `x` along `dim`, in [1, n]: the expected sorted
+    position of each entry (1 = smallest, or largest if `descending`;
+    O(n) memory per layer)."""
+    return diff_sort(x, network, steepness, distribution, art_lambda, dim,
+                     descending).ranks
 
 # %% ../../nbs/03_sorting/03_relaxed_api.ipynb #cac86eb2
-def soft_topk(x, k, network="odd_even", steepness=10.0, distribution="cauchy", art_lambda=0.25,
-              dim=-1, descending=True):
+def soft_topk(x, k, network="odd_even", steepness=10.0, distribution="cauchy",
+              art_lambda=0.25, dim=-1, descending=True):
     """>>> soft_topk(torch.tensor([0.3, -1.0, 2.0, 0.9]), 2, steepness=100.0)
-    tensor([[0.0019, 0.0053], [0.0011, 0.0017], [0.9942, 0.0029], [0.0029, 0.9902]])
+    tensor([[0.0019, 0.0053], [0.0011, 0.0017], [0.9942, 0.0029],
+            [0.0029, 0.9902]])
 
-    Relaxed top-k (*batch, n, k): column j is the soft one-hot of the j-th largest entry of `x`
-    along `dim` (largest first), [i, j] = weight of input i in that position. The network sorts
-    descending unless `descending=False` (the same columns, relaxed by the ascending network)."""
-    return diff_sort(x, network, steepness, distribution, art_lambda, dim, descending).topk(k)
+    Relaxed top-k (*batch, n, k): column j is the soft one-hot of the j-th
+    largest entry of `x` along `dim` (largest first), [i, j] = weight of
+    input i in that position. The network sorts descending unless
+    `descending=False` (the same columns, relaxed by the ascending one)."""
+    return diff_sort(x, network, steepness, distribution, art_lambda, dim,
+                     descending).topk(k)
 
-def soft_topk_mask(x, k, network="bitonic", steepness=10.0, distribution="cauchy",
-                   art_lambda=0.25, dim=-1, descending=False):
-    """>>> soft_topk_mask(torch.tensor([0.3, -1.0, 2.0, 0.9]), 2, steepness=100.0)
+def soft_topk_mask(x, k, network="bitonic", steepness=10.0,
+                   distribution="cauchy", art_lambda=0.25, dim=-1,
+                   descending=False):
+    """>>> soft_topk_mask(torch.tensor([0.3, -1.0, 2.0, 0.9]), 2,
+    ...                steepness=100.0)
     tensor([0.0052, 0.0011, 0.9989, 0.9948])
 
-    Relaxed membership of each entry of `x` in its k largest along `dim`, in [0, 1], the shape
-    of `x` (`descending` only picks the network's direction)."""
-    return diff_sort(x, network, steepness, distribution, art_lambda, dim, descending).topk_mask(k)
+    Relaxed membership of each entry of `x` in its k largest along `dim`,
+    in [0, 1], the shape of `x` (`descending` only picks the network's
+    direction)."""
+    return diff_sort(x, network, steepness, distribution, art_lambda, dim,
+                     descending).topk_mask(k)
 
 # %% ../../nbs/03_sorting/03_relaxed_api.ipynb #77fb87ae
 def permutation_targets(targets, dim=-1, descending=False):
     """>>> permutation_targets(torch.tensor([10.0, 30.0, 20.0]))
     tensor([[1, 0, 0], [0, 0, 1], [0, 1, 0]])
 
-    Hard permutation matrix (*batch, n, n) of the order of `targets` along `dim` (the orientation
-    of `RelaxedSort.permutation`; ties keep input order)."""
+    Hard permutation matrix (*batch, n, n) of the order of `targets` along
+    `dim` (the orientation of `RelaxedSort.permutation`; ties keep input
+    order)."""
     check_tensor(targets, "targets", min_dim=1, floating=False)
-    dim = check_int(dim, "dim", minimum=-targets.dim(), maximum=targets.dim() - 1)
-    order = targets.movedim(dim, -1).argsort(dim=-1, descending=descending, stable=True)
-    return torch.nn.functional.one_hot(order, targets.shape[dim]).transpose(-2, -1)
+    dim = check_int(dim, "dim", minimum=-targets.dim(),
+                    maximum=targets.dim() - 1)
+    order = targets.movedim(dim, -1).argsort(dim=-1, descending=descending,
+                                             stable=True)
+    one_hot = torch.nn.functional.one_hot(order, targets.shape[dim])
+    return one_hot.transpose(-2, -1)
 
-def sort_loss(scores, targets, network="odd_even", steepness=10.0, distribution="cauchy",
-              art_lambda=0.25, dim=-1, reduction="mean"):
-    """>>> loss = sort_loss(model(images), true_values)     # scores and targets (B, n)
+def sort_loss(scores, targets, network="odd_even", steepness=10.0,
+              distribution="cauchy", art_lambda=0.25, dim=-1,
+              reduction="mean"):
+    """>>> loss = sort_loss(model(images), true_values)    # both (B, n)
     >>> loss.backward()
 
-    Ranking loss: binary cross-entropy between the relaxed permutation of `scores` and the true
-    permutation of `targets` (ICML 2021, Sec. 4); P is squeezed to eps + (1 - 2 eps) P, eps =
-    the dtype's machine epsilon."""
+    Ranking loss: binary cross-entropy between the relaxed permutation of
+    `scores` and the true permutation of `targets` (ICML 2021, Sec. 4); P is
+    squeezed to eps + (1 - 2 eps) P, eps = the dtype's machine epsilon."""
     check_tensor(scores, "scores", min_dim=1, finite=True)
-    if not isinstance(targets, torch.Tensor) or targets.shape != scores.shape:
+    if (not isinstance(targets, torch.Tensor)
+            or targets.shape != scores.shape):
         got = getattr(targets, "shape", type(targets).__name__)
-        raise ValueError(f"`targets` must be a tensor of the shape of `scores` "
-                         f"{tuple(scores.shape)}, got {got}")
+        raise ValueError("`targets` must be a tensor of the shape of "
+                         f"`scores` {tuple(scores.shape)}, got {got}")
     check_choice(reduction, "reduction", ("mean", "sum", "none"))
-    P = diff_sort(scores, network, steepness, distribution, art_lambda, dim).permutation
+    P = diff_sort(scores, network, steepness, distribution, art_lambda,
+                  dim).permutation
     T = permutation_targets(targets.to(scores.device), dim).to(P.dtype)
-    eps = torch.finfo(P.dtype).eps            # -log stays <= -log(eps), its slopes <= 1/eps
+    eps = torch.finfo(P.dtype).eps        # -log <= -log(eps), slopes <= 1/eps
     bce = torch.nn.functional.binary_cross_entropy
-    loss = bce(P.clamp(0, 1) * (1 - 2 * eps) + eps, T, reduction="none").mean((-2, -1))
-    return loss.mean() if reduction == "mean" else loss.sum() if reduction == "sum" else loss
+    loss = bce(P.clamp(0, 1) * (1 - 2 * eps) + eps, T, reduction="none")
+    loss = loss.mean((-2, -1))
+    if reduction == "mean":
+        return loss.mean()
+    return loss.sum() if reduction == "sum" else loss
 
-# %% ../../nbs/03_sorting/03_relaxed_api.ipynb #82fbcae8
+# %% ../../nbs/03_sorting/03_relaxed_api.ipynb #dff768c7
 class DiffSortNet(torch.nn.Module):
     """>>> sorter = DiffSortNet("bitonic", 32, steepness=20.0)
-    >>> sorted_values, P = sorter(scores)              # scores (..., 32)
+    >>> sorted_values, P = sorter(scores)          # scores (..., 32)
 
-    Drop-in for `diffsort.DiffSortNet`: forward(vectors (..., size)) -> (sorted_values,
-    permutation), with sorted = vectors @ permutation. `device` is accepted for compatibility
-    (tensors follow the input)."""
-    def __init__(self, sorting_network_type, size, device=None, steepness=10.0, art_lambda=0.25,
-                 interpolation_type=None, distribution="cauchy"):
+    Drop-in for `diffsort.DiffSortNet`: forward(vectors (..., size)) ->
+    (sorted_values, permutation), with sorted = vectors @ permutation.
+    `device` is accepted for compatibility (tensors follow the input)."""
+    def __init__(self, sorting_network_type, size, device=None,
+                 steepness=10.0, art_lambda=0.25, interpolation_type=None,
+                 distribution="cauchy"):
         super().__init__()
         self.size = check_int(size, "size", minimum=2)
-        self.sorting_network = get_sorting_network(sorting_network_type, self.size)
+        self.sorting_network = get_sorting_network(sorting_network_type,
+                                                   self.size)
         self.steepness = check_positive(steepness, "steepness")
         self.art_lambda = art_lambda
-        self.distribution = get_distribution(interpolation_type or distribution, art_lambda)
+        name = interpolation_type or distribution
+        self.distribution = get_distribution(name, art_lambda)
 
     def forward(self, vectors):
-        "Sorted values (..., size) and relaxed permutation (..., size, size) of `vectors`."
+        "Sorted values (..., size) and relaxed permutation of `vectors`."
         check_tensor(vectors, "vectors", min_dim=1)
         if vectors.shape[-1] != self.size:
-            raise ValueError(f"`vectors` must have size {self.size} (the network's size) in its "
-                             f"last dimension, got shape {tuple(vectors.shape)}")
-        r = RelaxedSort(vectors, self.sorting_network, self.steepness, self.distribution)
-        P = r.permutation                  # first: the run that makes its weights gives the values
+            raise ValueError(
+                f"`vectors` must have size {self.size} (the network's size) "
+                f"in its last dimension, got shape {tuple(vectors.shape)}")
+        r = RelaxedSort(vectors, self.sorting_network, self.steepness,
+                        self.distribution)
+        P = r.permutation        # first: its run gives the values too
         return r.values, P
