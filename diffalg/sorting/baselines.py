@@ -11,29 +11,31 @@ from ..checks import check_tensor, check_positive, check_int
 
 # %% ../../nbs/03_sorting/05_ranking_supervision.ipynb #e5c71c79
 def _to_ascending_columns(p_desc_rows):
-    """From rows = descending positions, columns = inputs, to diffalg's orientation (rows =
-    inputs, columns = ascending positions)."""
+    """From rows = descending positions, columns = inputs, to diffalg's
+    orientation (rows = inputs, columns = ascending positions)."""
     return p_desc_rows.flip(-2).transpose(-2, -1)
 
 def _scores_last(scores, tau, dim):
     check_tensor(scores, "scores", min_dim=1, finite=True)
     check_positive(tau, "tau")
-    dim = check_int(dim, "dim", minimum=-scores.dim(), maximum=scores.dim() - 1)
+    dim = check_int(dim, "dim", minimum=-scores.dim(),
+                    maximum=scores.dim() - 1)
     return scores.movedim(dim, -1)
 
 def neuralsort_permutation(scores, tau=1.0, dim=-1):
-    """NeuralSort relaxed permutation (Grover et al., ICLR 2019), (*batch, n, n) with [i, j] =
-    weight of input i in ascending position j."""
+    """NeuralSort relaxed permutation (Grover et al., ICLR 2019),
+    (*batch, n, n) with [i, j] = weight of input i in ascending position j."""
     s = _scores_last(scores, tau, dim)
     n = s.shape[-1]
-    pairwise = (s.unsqueeze(-1) - s.unsqueeze(-2)).abs().sum(-1)                    # A_s 1
-    scale = (n + 1 - 2 * torch.arange(1, n + 1, device=s.device, dtype=s.dtype))    # n + 1 - 2i
-    logits = (scale.unsqueeze(-1) * s.unsqueeze(-2) - pairwise.unsqueeze(-2)) / tau  # (pos, input)
-    return _to_ascending_columns(logits.softmax(-1))
+    pairwise = (s.unsqueeze(-1) - s.unsqueeze(-2)).abs().sum(-1)     # A_s 1
+    i = torch.arange(1, n + 1, device=s.device, dtype=s.dtype)
+    scale = n + 1 - 2 * i                                       # n + 1 - 2i
+    logits = scale.unsqueeze(-1) * s.unsqueeze(-2) - pairwise.unsqueeze(-2)
+    return _to_ascending_columns((logits / tau).softmax(-1))    # (pos, input)
 
 def softsort_permutation(scores, tau=1.0, dim=-1):
-    """SoftSort relaxed permutation (Prillo and Eisenschlos, ICML 2020), (*batch, n, n) with
-    [i, j] = weight of input i in ascending position j."""
+    """SoftSort relaxed permutation (Prillo and Eisenschlos, ICML 2020),
+    (*batch, n, n) with [i, j] = weight of input i in ascending position j."""
     s = _scores_last(scores, tau, dim)
     top = s.sort(-1, descending=True).values
     logits = -(top.unsqueeze(-1) - s.unsqueeze(-2)).abs() / tau
@@ -42,7 +44,7 @@ def softsort_permutation(scores, tau=1.0, dim=-1):
 # %% ../../nbs/03_sorting/05_ranking_supervision.ipynb #2d1ce6ff
 class NeuralSort(torch.nn.Module):
     """>>> sorter = NeuralSort(tau=0.5)
-    >>> P = sorter(scores)                # (..., n, n); sorted = scores @ P
+    >>> P = sorter(scores)              # (..., n, n); sorted = scores @ P
 
     NeuralSort (Grover et al., ICLR 2019) as a module: forward(scores) is
     `neuralsort_permutation(scores, tau, dim)`."""
@@ -59,10 +61,10 @@ class NeuralSort(torch.nn.Module):
 
 class SoftSort(torch.nn.Module):
     """>>> sorter = SoftSort(tau=0.5)
-    >>> P = sorter(scores)                # (..., n, n); sorted = scores @ P
+    >>> P = sorter(scores)              # (..., n, n); sorted = scores @ P
 
-    SoftSort (Prillo and Eisenschlos, ICML 2020) as a module: forward(scores) is
-    `softsort_permutation(scores, tau, dim)`."""
+    SoftSort (Prillo and Eisenschlos, ICML 2020) as a module:
+    forward(scores) is `softsort_permutation(scores, tau, dim)`."""
     def __init__(self, tau=1.0, dim=-1):
         super().__init__()
         self.tau = check_positive(tau, "tau", allow_tensor=False)

@@ -7,113 +7,150 @@ __all__ = ['DiffTopkNet', 'TopKCrossEntropyLoss']
 
 # %% ../../nbs/03_sorting/06_topk.ipynb #0edd45d3
 import torch
-from ..checks import check_tensor, check_positive, check_int, check_choice
+from ..checks import check_tensor, check_positive, check_int
+from ..checks import check_choice
 from ..distributions import get_distribution
 from .networks import get_sorting_network
 from .relaxed import RelaxedSort
-from .baselines import neuralsort_permutation, softsort_permutation
+from .baselines import neuralsort_permutation
+from .baselines import softsort_permutation
 
 # %% ../../nbs/03_sorting/06_topk.ipynb #d5fbb0c6
 class DiffTopkNet(torch.nn.Module):
-    """>>> _, X = DiffTopkNet("bitonic", 10, k=3, steepness=5.0)(torch.randn(4, 10))   # (4, 10, 3)
+    """>>> _, X = DiffTopkNet("bitonic", 10, k=3)(torch.randn(4, 10))
+    >>> X.shape                       # torch.Size([4, 10, 3])
 
-    Drop-in for `difftopk.DiffTopkNet`: forward(vectors (..., size)) -> (None, X) with
-    X (..., size, k), the permutation columns of the k largest positions (last = maximum)."""
-    def __init__(self, sorting_network_type, size, k, sparse=False, device="cpu", steepness=10.0,
-                 art_lambda=0.25, interpolation_type=None, distribution="cauchy"):
+    Drop-in for `difftopk.DiffTopkNet`: forward(vectors (..., size)) ->
+    (None, X) with X (..., size, k), the permutation columns of the k
+    largest positions (the last column is the maximum)."""
+    def __init__(self, sorting_network_type, size, k, sparse=False,
+                 device="cpu", steepness=10.0, art_lambda=0.25,
+                 interpolation_type=None, distribution="cauchy"):
         super().__init__()
         self.size = check_int(size, "size", minimum=2)
         self.k = check_int(k, "k", minimum=1, maximum=self.size)
-        self.sorting_network = get_sorting_network(sorting_network_type, self.size)
+        self.sorting_network = get_sorting_network(sorting_network_type,
+                                                   self.size)
         self.steepness = check_positive(steepness, "steepness")
         name = interpolation_type or distribution or "cauchy"
         self.distribution = get_distribution(name, art_lambda)
-        self.sparse = sparse     # accepted for compatibility: only k columns are ever propagated
+        self.sparse = sparse   # accepted: only k columns are ever propagated
 
     def forward(self, vectors):
         check_tensor(vectors, "vectors", min_dim=1)
         if vectors.shape[-1] != self.size:
-            raise ValueError(f"`vectors` must have size {self.size} (the network's size) in its "
-                             f"last dimension, got shape {tuple(vectors.shape)}")
-        r = RelaxedSort(vectors, self.sorting_network, self.steepness, self.distribution)
+            raise ValueError(
+                f"`vectors` must have size {self.size} (the network's size) "
+                f"in its last dimension, got shape {tuple(vectors.shape)}")
+        r = RelaxedSort(vectors, self.sorting_network, self.steepness,
+                        self.distribution)
         return None, r.topk(self.k).flip(-1)
 
 # %% ../../nbs/03_sorting/06_topk.ipynb #9551a4fd
-_TOPK_METHODS = ("bitonic", "odd_even", "bitonic__non_sparse", "neuralsort", "softsort")
+_TOPK_METHODS = ("bitonic", "odd_even", "bitonic__non_sparse", "neuralsort",
+                 "softsort")
 
 def _preselect(outputs, labels, m):
-    "The true class's logit first, then the m - 1 largest other logits; labels become 0."
+    "The true class's logit, then the m - 1 largest others; labels become 0."
     true = outputs.gather(1, labels[:, None])
     others = outputs.scatter(1, labels[:, None], float("-inf"))
-    return torch.cat([true, others.topk(m - 1, dim=1).values], 1), torch.zeros_like(labels)
+    top = others.topk(m - 1, dim=1).values
+    return torch.cat([true, top], 1), torch.zeros_like(labels)
 
 def _check_logits(outputs, labels, n, k):
-    "Raise unless outputs is (batch, classes) (n classes, if given, >= k) and labels (batch,) int."
+    "Raise unless outputs is (batch, classes >= k) and labels (batch,) int."
     check_tensor(outputs, "outputs", min_dim=2, finite=True)
+    shape = tuple(outputs.shape)
     if outputs.dim() != 2:
-        raise ValueError(f"`outputs` must have shape (batch, classes), got {tuple(outputs.shape)}")
+        raise ValueError(
+            f"`outputs` must have shape (batch, classes), got {shape}")
     if n is not None and outputs.shape[1] != n:
-        raise ValueError(f"`outputs` must have n = {n} classes, got shape {tuple(outputs.shape)}")
-    if (not isinstance(labels, torch.Tensor) or labels.shape != outputs.shape[:1]
+        raise ValueError(
+            f"`outputs` must have n = {n} classes, got shape {shape}")
+    if (not isinstance(labels, torch.Tensor) or labels.shape != shape[:1]
             or labels.is_floating_point()):
-        raise ValueError(f"`labels` must be an integer tensor of shape ({outputs.shape[0]},)")
-    if k > outputs.shape[1]:
-        raise ValueError(f"`p_k` has {k} entries, more than the {outputs.shape[1]} classes")
+        raise ValueError("`labels` must be an integer tensor of shape "
+                         f"({shape[0]},)")
+    if k > shape[1]:
+        raise ValueError(
+            f"`p_k` has {k} entries, more than the {shape[1]} classes")
+
+def _checked_p_k(p_k):
+    "The weights p_k as floats; raise unless non-negative and summing to 1."
+    weights = [float(p) for p in p_k]
+    if (not weights or any(p < 0 for p in weights)
+            or abs(sum(weights) - 1) > 1e-4):
+        raise ValueError("`p_k` must be non-negative weights over "
+                         f"k = 1, 2, ... that sum to 1, got {list(p_k)}")
+    return weights
 
 # %% ../../nbs/03_sorting/06_topk.ipynb #b1c75c02
-class TopKCrossEntropyLoss(torch.nn.Module):
-    """>>> loss_fn = TopKCrossEntropyLoss("odd_even", 2.0, p_k=[0.5, 0.0, 0.5], n=10)
-    >>> loss = loss_fn(logits, labels)            # logits (B, 10), labels (B,)
-
-    Top-k classification loss (Petersen et al., ICML 2022) with the arguments of
-    `difftopk.TopKCrossEntropyLoss`; forward(outputs (B, C), labels (B,)) -> scalar."""
+class _TopKConfig(torch.nn.Module):
+    "The configuration of `TopKCrossEntropyLoss`, checked, and its columns."
     def __init__(self, diffsort_method="odd_even", inverse_temperature=2.0,
-                 p_k=(0.5, 0.0, 0.0, 0.0, 0.5), n=None, m=None, distribution=None,
-                 art_lambda=0.25, device="cpu", top1_mode="sm"):
+                 p_k=(0.5, 0.0, 0.0, 0.0, 0.5), n=None, m=None,
+                 distribution=None, art_lambda=0.25, device="cpu",
+                 top1_mode="sm"):
         super().__init__()
-        check_choice(diffsort_method, "diffsort_method", _TOPK_METHODS)
-        self.method = "bitonic" if diffsort_method == "bitonic__non_sparse" else diffsort_method
-        self.inverse_temperature = check_positive(inverse_temperature, "inverse_temperature")
-        self.p_k = [float(p) for p in p_k]
-        if not self.p_k or any(p < 0 for p in self.p_k) or abs(sum(self.p_k) - 1) > 1e-4:
-            raise ValueError(f"`p_k` must be non-negative weights over k = 1, 2, ... that sum "
-                             f"to 1, got {list(p_k)}")
+        method = check_choice(diffsort_method, "diffsort_method",
+                              _TOPK_METHODS)
+        self.method = "bitonic" if method == "bitonic__non_sparse" else method
+        self.inverse_temperature = check_positive(inverse_temperature,
+                                                  "inverse_temperature")
+        self.p_k = _checked_p_k(p_k)
         self.k = len(self.p_k)
         self.n = None if n is None else check_int(n, "n", minimum=2)
         self.m = None if m is None else check_int(m, "m", minimum=self.k + 1)
         if self.m is not None and self.n is not None and self.m >= self.n:
-            raise ValueError(f"`m` must be < `n` = {self.n} (the number of classes), got {self.m}")
-        self.distribution = get_distribution(distribution or "cauchy", art_lambda)
-        self.top1_mode = check_choice(top1_mode, "top1_mode", ("sm", "smce", "sort"))
+            raise ValueError(f"`m` must be < `n` = {self.n} (the number of "
+                             f"classes), got {self.m}")
+        name = distribution or "cauchy"
+        self.distribution = get_distribution(name, art_lambda)
+        self.top1_mode = check_choice(top1_mode, "top1_mode",
+                                      ("sm", "smce", "sort"))
 
     def _topk_columns(self, outputs):
-        "Columns of the relaxed permutation for the k largest positions, (B, C, k), largest first."
-        if self.method in ("neuralsort", "softsort"):
-            fn = neuralsort_permutation if self.method == "neuralsort" else softsort_permutation
-            return fn(outputs, tau=1.0 / self.inverse_temperature)[..., -self.k:].flip(-1)
-        r = RelaxedSort(outputs, self.method, self.inverse_temperature, self.distribution)
+        "Relaxed permutation columns of the k largest, (B, C, k), largest 1st."
+        tau = 1.0 / self.inverse_temperature
+        if self.method == "neuralsort":
+            return neuralsort_permutation(outputs, tau)[..., -self.k:].flip(-1)
+        if self.method == "softsort":
+            return softsort_permutation(outputs, tau)[..., -self.k:].flip(-1)
+        r = RelaxedSort(outputs, self.method, self.inverse_temperature,
+                        self.distribution)
         return r.topk(self.k)
 
+# %% ../../nbs/03_sorting/06_topk.ipynb #2ef858cb
+class TopKCrossEntropyLoss(_TopKConfig):
+    """>>> loss_fn = TopKCrossEntropyLoss("odd_even", 2.0, p_k=[0.5, 0, 0.5])
+    >>> loss = loss_fn(logits, labels)          # logits (B, C), labels (B,)
+
+    Top-k classification loss (Petersen et al., ICML 2022) with the
+    arguments of `difftopk.TopKCrossEntropyLoss`; forward(outputs (B, C),
+    labels (B,)) -> scalar."""
     def forward(self, outputs, labels):
         _check_logits(outputs, labels, self.n, self.k)
         full = outputs
         if self.m is not None:
             outputs, labels = _preselect(outputs, labels, self.m)
-        cols = self._topk_columns(outputs)                               # (B, C, k), largest first
-        picked = cols.gather(1, labels[:, None, None].expand(-1, 1, self.k))[:, 0]
-        in_topk = picked.cumsum(-1)                        # P(label in top-k'), k' = 1..k
-        weights = torch.tensor(self.p_k, dtype=in_topk.dtype, device=in_topk.device)
+        cols = self._topk_columns(outputs)            # (B, C, k), largest 1st
+        index = labels[:, None, None].expand(-1, 1, self.k)
+        in_topk = cols.gather(1, index)[:, 0].cumsum(-1)   # P(in top k')
+        weights = torch.tensor(self.p_k, dtype=in_topk.dtype,
+                               device=in_topk.device)
         if self.top1_mode == "sort":
             prob = (in_topk * weights).sum(-1)
         else:
             prob = (in_topk[:, 1:] * weights[1:]).sum(-1)
             if self.top1_mode == "sm":
-                prob = prob + weights[0] * outputs.softmax(-1).gather(1, labels[:, None])[:, 0]
+                top1 = outputs.softmax(-1).gather(1, labels[:, None])[:, 0]
+                prob = prob + weights[0] * top1
         if self.top1_mode == "smce":
             topk_part = 0.0
             if self.k > 1:
                 share = prob / max(1.0 - self.p_k[0], 1e-12)
                 topk_part = -torch.log(share * (1 - 2e-7) + 1e-7).mean()
-            ce = torch.nn.functional.cross_entropy(full if self.m is None else outputs, labels)
+            ce = torch.nn.functional.cross_entropy(
+                full if self.m is None else outputs, labels)
             return self.p_k[0] * ce + (1 - self.p_k[0]) * topk_part
         return -torch.log(prob * (1 - 2e-7) + 1e-7).mean()
