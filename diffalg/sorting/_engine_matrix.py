@@ -12,25 +12,28 @@ from ._threads import _serial_for
 
 # %% ../../nbs/03_sorting/07_fast_layer_products.ipynb #626d71d7
 def _mix_rows(z, partner, w):
-    "One layer applied to the rows of z (B, n, m): z'[i] = w[i] z[i] + (1 - w[i]) z[partner[i]]."
+    """One layer applied to the rows of z (B, n, m):
+    z'[i] = w[i] z[i] + (1 - w[i]) z[partner[i]]."""
     return torch.lerp(z[:, partner], z, w.unsqueeze(-1))
 
 def _pair_specs(network):
-    """Per layer: (offset, pairs) when the layer compares wires (offset + 2j, offset + 2j + 1),
-    j < pairs (e.g. odd-even), else None. Cached on the network."""
+    """Per layer: (offset, pairs) when the layer compares wires
+    (offset + 2j, offset + 2j + 1), j < pairs (e.g. odd-even), else None.
+    Cached on the network."""
     if getattr(network, "_pair_specs", None) is None:
         specs = []
         for layer in network.layers:
             pairs = sorted((min(a, b), max(a, b)) for a, b in layer)
-            ok = bool(pairs) and all(hi == lo + 1 and lo == pairs[0][0] + 2 * j
-                                     for j, (lo, hi) in enumerate(pairs))
+            ok = bool(pairs) and all(
+                hi == lo + 1 and lo == pairs[0][0] + 2 * j
+                for j, (lo, hi) in enumerate(pairs))
             specs.append((pairs[0][0], len(pairs)) if ok else None)
         network._pair_specs = specs
     return network._pair_specs
 
 def _strided_mix_(z, spec, w):
-    """In place, for a layer of adjacent pairs: z[lo] <- a z[lo] + (1 - a) z[hi] and
-    z[hi] <- a z[hi] + (1 - a) z[lo], with a read from the lo wires."""
+    """In place, for a layer of adjacent pairs: z[lo] <- a z[lo] +
+    (1 - a) z[hi] and z[hi] <- a z[hi] + (1 - a) z[lo], a read at lo."""
     o, p = spec
     top, bot = z[:, o:o + 2 * p:2], z[:, o + 1:o + 2 * p:2]
     d = (top - bot).mul_(1 - w[:, o:o + 2 * p:2].unsqueeze(-1))
@@ -39,24 +42,25 @@ def _strided_mix_(z, spec, w):
     return z
 
 def _apply_layer(z, t, partner, w, specs):
-    "Layer t on the rows of z: in place for adjacent pairs, else by a gather (returns the result)."
+    "Layer t on the rows of z: in place for adjacent pairs, else by gather."
     if specs[t]:
         return _strided_mix_(z, specs[t], w[:, t])
     return _mix_rows(z, partner[t], w[:, t])
 
 # %% ../../nbs/03_sorting/07_fast_layer_products.ipynb #47b859aa
 def _chain_plain(w, start, partner, order):
-    """The layers `order` applied to the rows of `start` with out-of-place ops only, so that
-    autograd records them (used for double backward)."""
+    """The layers `order` applied to the rows of `start` with out-of-place
+    ops only, so that autograd records them (used for double backward)."""
     z = start.expand(w.shape[0], *start.shape[1:])
     for t in order:
         z = _mix_rows(z, partner[t], w[:, t])
     return z
 
 def _plain_vjp(ctx, inputs, g, fn):
-    """Vector-Jacobian product of `fn(*inputs)` with `g` through a recorded graph
-    (create_graph=True), for the inputs that need a gradient. `fn` may return a tuple of outputs,
-    with `g` a tuple of their gradients (None for an output that was not used)."""
+    """Vector-Jacobian product of `fn(*inputs)` with `g` through a recorded
+    graph (create_graph=True), for the inputs that need a gradient. `fn` may
+    return a tuple of outputs, with `g` a tuple of their gradients (None for
+    an output that was not used)."""
     need = [i for i, x in enumerate(inputs) if ctx.needs_input_grad[i]]
     out = [None] * len(inputs)
     if need:
@@ -64,8 +68,9 @@ def _plain_vjp(ctx, inputs, g, fn):
             y = fn(*inputs)
         pairs = zip(y, g) if isinstance(y, tuple) else [(y, g)]
         pairs = [(yi, gi) for yi, gi in pairs if gi is not None]
-        grads = torch.autograd.grad([yi for yi, _ in pairs], [inputs[i] for i in need],
-                                    [gi for _, gi in pairs], create_graph=True, allow_unused=True)
+        grads = torch.autograd.grad(
+            [yi for yi, _ in pairs], [inputs[i] for i in need],
+            [gi for _, gi in pairs], create_graph=True, allow_unused=True)
         for i, gi in zip(need, grads):
             out[i] = gi
     return out

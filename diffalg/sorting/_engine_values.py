@@ -10,7 +10,8 @@ import math
 import torch
 from ..distributions import Distribution, Cauchy
 from ._threads import _serial_for
-from ._plan import _value_specs, _values_plan, _plan_on, _plan_views
+from ._plan import _value_specs, _values_plan, _plan_on
+from ._plan import _plan_views
 from ._plan import _plan_layers, _weights_layout, _to_layout
 from ._engine_matrix import _plain_vjp
 from ._kernel import compiled_applies
@@ -18,19 +19,21 @@ from ._kernel_ops import network_pass, network_pass_backward
 
 # %% ../../nbs/03_sorting/10_fast_values.ipynb #11dffe98
 def _pair_layer_values(x, o, p, steepness, dist):
-    """A layer of adjacent pairs by slicing (no gather): the same values and weights as the
-    general path."""
+    """A layer of adjacent pairs by slicing (no gather): the same values and
+    weights as the general path."""
     top, bot = x[:, o:o + 2 * p:2], x[:, o + 1:o + 2 * p:2]
     a = dist._step(bot - top, steepness)
     B, n = x.shape
-    mixed = torch.stack([torch.lerp(bot, top, a), torch.lerp(top, bot, a)], 2).reshape(B, 2 * p)
+    mixed = torch.stack([torch.lerp(bot, top, a), torch.lerp(top, bot, a)], 2)
+    mixed = mixed.reshape(B, 2 * p)
     ones_l, ones_r = x.new_ones(B, o), x.new_ones(B, n - o - 2 * p)
+    aa = torch.stack([a, a], 2).reshape(B, 2 * p)
     return (torch.cat([x[:, :o], mixed, x[:, o + 2 * p:]], 1),
-            torch.cat([ones_l, torch.stack([a, a], 2).reshape(B, 2 * p), ones_r], 1))
+            torch.cat([ones_l, aa, ones_r], 1))
 
 def _network_values(x, network, steepness, dist, stack=True):
-    """Relaxed network on x (B, n): sorted values (B, n) and per-wire mixing weights w
-    (B, depth, n) (a list of (B, n) if not `stack`)."""
+    """Relaxed network on x (B, n): sorted values (B, n) and per-wire mixing
+    weights w (B, depth, n) (a list of (B, n) if not `stack`)."""
     partner, is_lo = (t.to(x.device) for t in network.tables())
     idle = partner == torch.arange(network.n, device=x.device)
     ws, vspecs = [], _value_specs(network)
@@ -40,7 +43,8 @@ def _network_values(x, network, steepness, dist, stack=True):
             ws.append(w)
             continue
         other = x[:, partner[t]]
-        w = dist._step(torch.where(is_lo[t], other - x, x - other), steepness)   # the alpha
+        u = torch.where(is_lo[t], other - x, x - other)
+        w = dist._step(u, steepness)                             # the alpha
         w = w.masked_fill(idle[t], 1.0)
         x = torch.lerp(other, x, w)
         ws.append(w)

@@ -23,40 +23,42 @@ from ._kernel_source import KERNEL_SOURCE, _TILE
 
 # %% ../../nbs/03_sorting/13_kernel_build.ipynb #913305ad
 _MODES = ("auto", "on", "off")
-_ENV_MODES = {"": "auto", "auto": "auto", "on": "on", "1": "on", "true": "on", "yes": "on",
-              "off": "off", "0": "off", "false": "off", "no": "off"}
+_ENV_MODES = {"": "auto", "auto": "auto", "on": "on", "1": "on",
+              "true": "on", "yes": "on", "off": "off", "0": "off",
+              "false": "off", "no": "off"}
 
 def _mode_from_env():
-    """The mode that $DIFFALG_COMPILED asks for ('auto' when unset; on/1/true/yes,
-    off/0/false/no); an unknown value warns and gives 'auto'."""
+    """The mode that $DIFFALG_COMPILED asks for ('auto' when unset;
+    on/1/true/yes, off/0/false/no); an unknown value warns, gives 'auto'."""
     value = os.environ.get("DIFFALG_COMPILED", "").strip().lower()
     if value not in _ENV_MODES:
-        warnings.warn(f"DIFFALG_COMPILED={value!r} is not one of auto, on, off (or 1/0, "
-                      "true/false, yes/no); using 'auto'", RuntimeWarning)
+        warnings.warn(f"DIFFALG_COMPILED={value!r} is not one of auto, on, "
+                      "off (or 1/0, true/false, yes/no); using 'auto'",
+                      RuntimeWarning)
     return _ENV_MODES.get(value, "auto")
 
-_STATE = {"mode": _mode_from_env(), "lib": None, "error": None, "warned": False}
+_STATE = {"mode": _mode_from_env(), "lib": None, "error": None,
+          "warned": False}
 _LOCK = threading.Lock()
 
 def set_compiled_pass(mode: str):
-    """Choose the network pass on CPU tensors: 'auto' (the compiled kernel where the system's C
-    compiler builds it, else PyTorch), 'on' (the kernel, or a RuntimeError), 'off' (always
-    PyTorch). Returns the previous mode. Default: $DIFFALG_COMPILED or 'auto'.
+    """>>> previous = set_compiled_pass("off")     # PyTorch from here on
+    >>> set_compiled_pass(previous)               # back
 
-    >>> previous = set_compiled_pass("off")      # PyTorch everywhere from here on
-    >>> set_compiled_pass(previous)              # back
-    """
+    Choose the network pass on CPU tensors: 'auto' (the compiled kernel
+    where the system's C compiler builds it, else PyTorch), 'on' (the kernel,
+    or a RuntimeError), 'off' (always PyTorch). Returns the previous mode.
+    Default: $DIFFALG_COMPILED or 'auto'."""
     check_choice(mode, "mode", _MODES)
     previous, _STATE["mode"] = _STATE["mode"], mode
     return previous
 
 @contextlib.contextmanager
 def compiled_pass(mode: str):
-    """`set_compiled_pass(mode)` for the length of a `with` block.
+    """>>> with compiled_pass("off"):
+    ...     y = soft_sort(x)                      # the PyTorch path
 
-    >>> with compiled_pass("off"):
-    ...     y = soft_sort(x)                     # the PyTorch path
-    """
+    `set_compiled_pass(mode)` for the length of a `with` block."""
     previous = set_compiled_pass(mode)
     try:
         yield
@@ -133,8 +135,8 @@ def _build():
 
 # %% ../../nbs/03_sorting/13_kernel_build.ipynb #72da6a28
 def compiled_library():
-    """The kernel library (built on first use, then cached on disk), or None where it cannot be
-    built (the reason: `compiled_pass_error()`)."""
+    """The kernel library (built on first use, then cached on disk), or
+    None where it cannot be built (the reason: `compiled_pass_error()`)."""
     if _STATE["lib"] is None:
         with _LOCK:
             if _STATE["lib"] is None:
@@ -149,40 +151,43 @@ def compiled_pass_error():
     return _STATE["error"]
 
 def _kernel_ready(x):
-    """Whether a kernel runs on tensor x: a float32/float64 CPU tensor, the mode not 'off', the
-    library built (else 'on' raises, 'auto' warns once)."""
+    """Whether a kernel runs on tensor x: a float32/float64 CPU tensor, the
+    mode not 'off', the library built (else 'on' raises, 'auto' warns once)."""
     mode = _STATE["mode"]
-    if mode == "off" or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+    if (mode == "off" or x.device.type != "cpu"
+            or x.dtype not in (torch.float32, torch.float64)):
         return False
     if compiled_library() is not None:
         return True
     if mode == "on":
-        raise RuntimeError("set_compiled_pass('on'), but the compiled network pass is not "
-                           f"available: {compiled_pass_error()}")
+        raise RuntimeError("set_compiled_pass('on'), but the compiled network "
+                           f"pass is not available: {compiled_pass_error()}")
     if not _STATE["warned"]:
         _STATE["warned"] = True
-        warnings.warn(f"diffalg: the compiled sorting-network pass could not be built "
-                      f"({compiled_pass_error()}); using the PyTorch path. "
-                      "set_compiled_pass('off') silences this.", RuntimeWarning, stacklevel=3)
+        warnings.warn("diffalg: the compiled sorting-network pass could not "
+                      f"be built ({compiled_pass_error()}); using the "
+                      "PyTorch path. set_compiled_pass('off') silences this.",
+                      RuntimeWarning, stacklevel=3)
     return False
 
 def compiled_applies(x, dist):
-    "Whether the compiled kernel runs the network pass on x (B, n) with distribution `dist`."
+    "Whether the compiled kernel runs the values pass on x with `dist`."
     return type(dist) is Cauchy and _kernel_ready(x)
 
 def compiled_matrix_applies(w):
-    "Whether `RelaxedSort.permutation` builds the matrix for weights w with the compiled kernel."
+    "Whether `RelaxedSort.permutation` uses the kernel for weights w."
     return _kernel_ready(w)
 
 def _library_or_raise():
     "The kernel library, or a RuntimeError that says why it is not available."
     lib = compiled_library()
     if lib is None:
-        raise RuntimeError(f"the compiled network pass is not available: {compiled_pass_error()}")
+        raise RuntimeError("the compiled network pass is not available: "
+                           f"{compiled_pass_error()}")
     return lib
 
-# %% ../../nbs/03_sorting/13_kernel_build.ipynb #07e1e987
-_THREADED_MIN = 2 ** 16     # comparators in a call from which the batch is split over threads
+# %% ../../nbs/03_sorting/13_kernel_build.ipynb #ce51ebd6
+_THREADED_MIN = 2 ** 16     # comparators in a call from which threads split it
 
 def _run_jobs(run, jobs):
     "run(*job) for every job, each on its own thread (the first on this one)."
@@ -194,18 +199,19 @@ def _run_jobs(run, jobs):
         t.join()
 
 def _split_rows(run, B, work):
-    """run(r0, r1) over B rows, on up to torch.get_num_threads() threads when `work`
-    (comparators) pays for starting them."""
+    """run(r0, r1) over B rows, on up to torch.get_num_threads() threads
+    when `work` (comparators) pays for starting them."""
     k = min(torch.get_num_threads(), B) if work >= _THREADED_MIN else 1
     _run_jobs(run, [(B * i // k, B * (i + 1) // k) for i in range(k)])
 
 def _matrix_jobs(B, n, work):
-    """Row and tile ranges (b0, b1, k0, k1), one per thread: whole batch rows per thread, or,
-    with fewer rows than threads, each row's column tiles split too."""
+    """Row and tile ranges (b0, b1, k0, k1), one per thread: whole batch rows
+    per thread, or, with fewer rows than threads, each row's tiles too."""
     tiles = -(-n // _TILE)
     k = min(torch.get_num_threads(), B * tiles) if work >= _THREADED_MIN else 1
     if B >= k:
         return [(B * i // k, B * (i + 1) // k, 0, tiles) for i in range(k)]
     per = -(-k // B)
-    return [(b, b + 1, tiles * i // per, tiles * (i + 1) // per) for b in range(B)
-            for i in range(per) if tiles * i // per < tiles * (i + 1) // per]
+    return [(b, b + 1, tiles * i // per, tiles * (i + 1) // per)
+            for b in range(B) for i in range(per)
+            if tiles * i // per < tiles * (i + 1) // per]

@@ -10,7 +10,8 @@ import torch
 from ..checks import check_positive, check_tensor
 from .networks import SortingNetwork
 from ._plan import _plan_layers, _values_plan
-from ._kernel import _library_or_raise, _split_rows, _run_jobs, _matrix_jobs
+from ._kernel import _library_or_raise, _split_rows
+from ._kernel import _run_jobs, _matrix_jobs
 from ._kernel_source import _TILE
 from ._engine_matrix import _chain_plain, _plain_vjp
 

@@ -8,9 +8,10 @@ __all__ = ['KERNEL_SOURCE']
 # %% ../../nbs/03_sorting/12_kernel_source.ipynb #d57a2ec5
 import re
 _HEADER = r"""
-/* diffalg: relaxed sorting networks, one row at a time. A program step is 5 numbers: op, a, b,
-   offset, layer. LAYOUT (a: 1 = to the transposed storage, 0 = back), FLIP (offset: signs), BITS
-   (a: bit p; offset: idle mask or -1), PAIRS (a: first wire o, b: m pairs (o + 2j, o + 2j + 1)). */
+/* diffalg: relaxed sorting networks, one row at a time. A program step is 5
+   numbers: op, a, b, offset, layer. LAYOUT (a: 1 = to the transposed storage,
+   0 = back), FLIP (offset: signs), BITS (a: bit p; offset: idle mask or -1),
+   PAIRS (a: first wire o, b: m pairs (o + 2j, o + 2j + 1)). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -18,10 +19,11 @@ _HEADER = r"""
 
 enum { LAYOUT = 0, FLIP = 1, BITS = 2, PAIRS = 3 };
 
-static const float ATAN_C[8] = {0.999999344f, -0.333298594f, 0.199465662f, -0.139086291f,
-                                0.096421964f, -0.055912316f, 0.021862950f, -0.004054565f};
+static const float ATAN_C[8] = {0.999999344f, -0.333298594f, 0.199465662f,
+                                -0.139086291f, 0.096421964f, -0.055912316f,
+                                0.021862950f, -0.004054565f};
 
-/* |error| < 1.5e-7: t (c0 + c1 t^2 + ... + c7 t^14) on [0, 1]; pi/2 - atan(1/a) above */
+/* t (c0 + c1 t^2 + ... + c7 t^14) on [0, 1]; pi/2 - atan(1/a) above */
 static inline float atan_f(float u) {
     float a = fabsf(u), inv = 1.0f / a;  /* a = 0 gives inf, never selected */
     int big = a > 1.0f;
@@ -392,6 +394,6 @@ DEFINE_MATRIX_BACKWARD(double, f64)
 """
 
 # %% ../../nbs/03_sorting/12_kernel_source.ipynb #f5a35dfc
-KERNEL_SOURCE = "".join([_HEADER, _MIX, _BACK, _RUN, _BACKWARD, _MATRIX_SETUP, _MATRIX_ROWS,
-                         _MATRIX_FORWARD, _MATRIX_BACKWARD])
-_TILE = int(re.search(r"#define TILE (\d+)", KERNEL_SOURCE).group(1))   # columns per tile
+KERNEL_SOURCE = "".join([_HEADER, _MIX, _BACK, _RUN, _BACKWARD, _MATRIX_SETUP,
+                         _MATRIX_ROWS, _MATRIX_FORWARD, _MATRIX_BACKWARD])
+_TILE = int(re.search(r"#define TILE (\d+)", KERNEL_SOURCE).group(1))

@@ -12,8 +12,9 @@ from .networks import get_sorting_network
 
 # %% ../../nbs/03_sorting/09_fast_plans.ipynb #03489e4e
 def _value_specs(network):
-    """Per layer: (offset, pairs) when the layer's comparators are (offset + 2j, offset + 2j + 1),
-    j < pairs, minimum to the upper wire (odd-even), else None. Cached."""
+    """Per layer: (offset, pairs) when the layer's comparators are
+    (offset + 2j, offset + 2j + 1), j < pairs, minimum to the upper wire
+    (odd-even), else None. Cached."""
     if getattr(network, "_value_specs", None) is None:
         specs = []
         for layer in network.layers:
@@ -25,15 +26,16 @@ def _value_specs(network):
     return network._value_specs
 
 def _is_bitonic(network):
-    "Whether `network` is the bitonic network on its n wires (the cached one or an equal copy)."
+    "Whether `network` is the bitonic network on its n wires (or a copy)."
     ref = get_sorting_network("bitonic", network.n)
-    return network is ref or (network.name == "bitonic" and network.layers == ref.layers)
+    return network is ref or (network.name == "bitonic"
+                              and network.layers == ref.layers)
 
 # %% ../../nbs/03_sorting/09_fast_plans.ipynb #5a8e8d32
 def _to_layout(z, layout, r):
-    """Storage of the wires of z (B, N = 2^k): layout 0 is the natural order; layout 1 stores
-    wire i at (i mod 2^r) 2^(k-r) + (i >> r), so that the low bits of the wire index become high
-    bits of the storage index."""
+    """Storage of the wires of z (B, N = 2^k): layout 0 is the natural
+    order; layout 1 stores wire i at (i mod 2^r) 2^(k-r) + (i >> r), so that
+    the low bits of the wire index become high bits of the storage index."""
     B, N = z.shape
     R = 2 ** r
     zv = z.view(B, N // R, R) if layout == 1 else z.view(B, R, N // R)
@@ -83,7 +85,7 @@ def _values_plan(network):
 
 # %% ../../nbs/03_sorting/09_fast_plans.ipynb #7c3c8962
 def _plan_on(network, device, dtype):
-    "The plan's steps with their tensors on `device` (signs in `dtype`); cached per device, dtype."
+    "The plan's steps, tensors on `device` (signs in `dtype`); cached."
     cache = network.__dict__.setdefault("_values_plan_on", {})
     if (device, dtype) not in cache:
         N, pad, steps, r = _values_plan(network)
@@ -97,7 +99,7 @@ def _plan_on(network, device, dtype):
     return cache[device, dtype]
 
 def _plan_views(z, step):
-    "(upper, lower) wires of the comparators of a layer step, as views of z (B, N)."
+    "(upper, lower) wires of a layer step's comparators: views of z (B, N)."
     if step[0] == "bits":
         zv = z.view(z.shape[0], -1, 2, 2 ** step[1])
     else:
@@ -120,11 +122,12 @@ def _plan_layers(network):
     return network._plan_layers
 
 def _weights_layout(W, layers, r, to):
-    """Per-wire weights (B, depth, N) of the layers run on storage layout 1: storage order ->
-    wire order (to = 0) or back (to = 1), in place."""
+    """Per-wire weights (B, depth, N) of the layers run on storage layout 1:
+    storage order -> wire order (to = 0) or back (to = 1), in place."""
     ones = [t for t, layout in layers if layout == 1]
     if ones:
         B, T, N = W.shape
         idx = torch.tensor(ones, device=W.device)
-        W[:, idx] = _to_layout(W[:, idx].reshape(-1, N), to, r).view(B, len(ones), N)
+        moved = _to_layout(W[:, idx].reshape(-1, N), to, r)
+        W[:, idx] = moved.view(B, len(ones), N)
     return W

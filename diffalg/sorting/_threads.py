@@ -12,20 +12,23 @@ import threading
 import torch
 
 # %% ../../nbs/03_sorting/11_fast_threads.ipynb #ec547b0b
-_PASSIVE = os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"   # read once
-# numbers per operation up to which one thread beats waking a sleeping second one (passive)
-# or sharing the work with a spinning one (the default policy)
+_POLICY = os.environ.get("OMP_WAIT_POLICY", "")          # read once
+_PASSIVE = _POLICY.strip().upper() == "PASSIVE"
+# numbers per operation up to which one thread beats waking a sleeping
+# second one (passive) or sharing the work with a spinning one (default)
 _SERIAL_MAX = 2 ** 18 if _PASSIVE else 2 ** 14
-_serial_lock, _serial_state = threading.Lock(), [0, 1]   # [depth, saved thread count]
+_serial_lock = threading.Lock()
+_serial_state = [0, 1]                       # [depth, saved thread count]
 
 @contextlib.contextmanager
 def _serial_for(t, numel=None):
-    """Run the block on one intra-op thread when t is a CPU tensor and the block's operations are
-    small (`numel` numbers each, default t.numel()). Loops of hundreds of small operations (a
-    network's layers) otherwise pay for waking the thread pool in every operation. Nested and
-    thread-safe."""
+    """Run the block on one intra-op thread when t is a CPU tensor and the
+    block's operations are small (`numel` numbers each, default t.numel()).
+    Loops of hundreds of small operations (a network's layers) otherwise pay
+    for waking the thread pool in every operation. Nested and thread-safe."""
     size = t.numel() if numel is None else numel
-    if t.device.type != "cpu" or size > _SERIAL_MAX or torch.get_num_threads() == 1:
+    if (t.device.type != "cpu" or size > _SERIAL_MAX
+            or torch.get_num_threads() == 1):
         yield
         return
     with _serial_lock:
