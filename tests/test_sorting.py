@@ -1,12 +1,14 @@
-"Tests of diffalg.sorting.networks and diffalg.sorting: networks, relaxed permutations, values, ranks, top-k, losses."
+"""Tests of diffalg.sorting.networks and diffalg.sorting: networks, relaxed permutations, values,
+ranks, top-k, losses."""
 import itertools
 import pytest
 import torch
 
 from diffalg.distributions import distribution_names
-from diffalg.sorting.networks import SortingNetwork, odd_even_network, bitonic_network, get_sorting_network
-from diffalg.sorting.relaxed import (diff_sort, soft_sort, soft_permutation, soft_rank, soft_topk_mask, sort_loss,
-                             permutation_targets, relaxed_swap, DiffSortNet, RelaxedSort)
+from diffalg.sorting.networks import SortingNetwork, odd_even_network, bitonic_network
+from diffalg.sorting.networks import get_sorting_network
+from diffalg.sorting import diff_sort, soft_sort, soft_permutation, soft_rank, soft_topk_mask
+from diffalg.sorting import sort_loss, permutation_targets, relaxed_swap, DiffSortNet, RelaxedSort
 
 NETWORKS = ("odd_even", "bitonic")
 DISTRIBUTIONS = distribution_names()
@@ -28,7 +30,8 @@ def test_bitonic_depth_and_non_power_of_two():
 @pytest.mark.parametrize("n", [2, 3, 5, 8, 13])
 def test_hard_limit_equals_torch_sort(kind, n, device):
     torch.manual_seed(n)
-    x = torch.randperm(4 * n, device=device)[:n].double().repeat(3, 1) + torch.arange(3, device=device).double()[:, None]
+    x = torch.randperm(4 * n, device=device)[:n].double().repeat(3, 1)
+    x = x + torch.arange(3, device=device).double()[:, None]
     r = diff_sort(x, kind, steepness=1e8, distribution="logistic")
     ref = x.sort(-1)
     torch.testing.assert_close(r.values, ref.values)
@@ -49,7 +52,8 @@ def test_permutation_doubly_stochastic_and_consistent(distribution, kind, device
     torch.testing.assert_close(P.sum(-2), ones)
     torch.testing.assert_close(torch.einsum("bi,bij->bj", x, P), r.values)   # values == x @ P
     torch.testing.assert_close(r.ranks, P @ torch.arange(1, 8, device=device, dtype=torch.float64))
-    torch.testing.assert_close(r.topk(3), P[..., [6, 5, 4]])                  # top-k columns == full matrix columns
+    # top-k columns == full matrix columns
+    torch.testing.assert_close(r.topk(3), P[..., [6, 5, 4]])
     torch.testing.assert_close(r.topk_mask(3), P[..., 4:].sum(-1))
 
 
@@ -85,7 +89,8 @@ def test_leading_dims_dim_and_descending(device):
     neg = diff_sort(-x, "bitonic", dim=1, steepness=5.0)
     torch.testing.assert_close(d.ranks, neg.ranks)
     torch.testing.assert_close(d.permutation, neg.permutation)
-    torch.testing.assert_close(d.topk(2), d.permutation[..., [0, 1]])   # descending: the largest come first
+    # descending: the largest come first
+    torch.testing.assert_close(d.topk(2), d.permutation[..., [0, 1]])
     hard = diff_sort(x, "odd_even", dim=1, steepness=1e8, distribution="logistic", descending=True)
     torch.testing.assert_close(hard.values, x.sort(1, descending=True).values)
     top2 = torch.zeros_like(x).scatter(1, x.topk(2, dim=1).indices, 1.0)
@@ -100,7 +105,8 @@ def _max_decrease(outputs, xs):
 @pytest.mark.parametrize("distribution", ["cauchy", "reciprocal", "optimal"])
 @pytest.mark.parametrize("kind", NETWORKS)
 def test_monotonic_distributions(distribution, kind):
-    "ICLR 2022, Thm. 4: sigmoids with 1/x^2 tails give monotonic networks: every sorted output is non-decreasing in every input."
+    """ICLR 2022, Thm. 4: sigmoids with 1/x^2 tails give monotonic networks: every sorted output
+    is non-decreasing in every input."""
     torch.manual_seed(3)
     base = torch.randn(6, dtype=torch.float64) * 3
     t = torch.linspace(-20, 20, 4001, dtype=torch.float64)
@@ -116,13 +122,15 @@ def test_logistic_is_not_monotonic():
     t = torch.linspace(-10, 10, 2001, dtype=torch.float64)
     x = torch.stack([torch.zeros_like(t), t], -1)
     v = soft_sort(x, steepness=1.0, distribution="logistic")
-    assert _max_decrease(v[:, 0], t) > 0.2       # softmin(0, t) = t (1 - sigmoid(t)) peaks near t = 1.28
+    # softmin(0, t) = t (1 - sigmoid(t)) peaks near t = 1.28
+    assert _max_decrease(v[:, 0], t) > 0.2
     v = soft_sort(x, steepness=1.0, distribution="cauchy")
     assert _max_decrease(v[:, 0], t) <= 1e-12
 
 
 @pytest.mark.parametrize("kind", NETWORKS)
-@pytest.mark.parametrize("distribution", ["cauchy", "logistic_art", "reciprocal", "optimal", "gaussian"])
+@pytest.mark.parametrize("distribution",
+                         ["cauchy", "logistic_art", "reciprocal", "optimal", "gaussian"])
 def test_gradcheck_float64(kind, distribution, device):
     torch.manual_seed(4)
     x = torch.randn(2, 5, device=device, dtype=torch.float64, requires_grad=True)
@@ -134,7 +142,8 @@ def test_gradcheck_float64(kind, distribution, device):
 
 def test_gradcheck_many_layers_uses_checkpoints():
     x = torch.randn(1, 9, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x: RelaxedSort(x, "odd_even", 3.0, checkpoint_every=2).permutation, (x,))
+    f = lambda x: RelaxedSort(x, "odd_even", 3.0, checkpoint_every=2).permutation
+    assert torch.autograd.gradcheck(f, (x,))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -173,7 +182,8 @@ def test_sort_loss_prefers_correct_order_and_trains():
 
 def test_diffsortnet_api(device):
     x = torch.randn(4, 8, device=device)
-    values, P = DiffSortNet("bitonic", 8, device=device, steepness=12.0, distribution="logistic_phi")(x)
+    sorter = DiffSortNet("bitonic", 8, device=device, steepness=12.0, distribution="logistic_phi")
+    values, P = sorter(x)
     assert values.shape == (4, 8) and P.shape == (4, 8, 8) and P.device == x.device
     torch.testing.assert_close(torch.einsum("bi,bij->bj", x, P), values, atol=1e-5, rtol=1e-5)
 
@@ -217,12 +227,14 @@ def test_bad_inputs():
 @pytest.mark.parametrize("distribution", ["logistic", "logistic_art", "cauchy", "optimal"])
 @pytest.mark.parametrize("kind", NETWORKS)
 def test_second_order_gradgradcheck(kind, distribution, device):
-    "Twice differentiable: create_graph=True backward goes through a recorded path (Hessians for Newton losses)."
+    """Twice differentiable: create_graph=True backward goes through a recorded path (Hessians for
+    Newton losses)."""
     torch.manual_seed(3)
     n = 5 if kind == "odd_even" else 6
     x = torch.randn(2, n, device=device, dtype=torch.float64, requires_grad=True)
     targets = torch.randn(2, n, device=device)
-    assert torch.autograd.gradgradcheck(lambda x_: sort_loss(x_, targets, kind, 2.0, distribution), (x,))
+    f = lambda x_: sort_loss(x_, targets, kind, 2.0, distribution)
+    assert torch.autograd.gradgradcheck(f, (x,))
     def outputs(x_):
         r = diff_sort(x_, kind, 2.0, distribution)
         return r.permutation, r.ranks, r.topk(2), r.values
@@ -231,7 +243,8 @@ def test_second_order_gradgradcheck(kind, distribution, device):
 
 @pytest.mark.parametrize("kind", NETWORKS)
 def test_hessian_of_sort_loss_matches_double_grad(kind, device):
-    "torch.autograd.functional.hessian is symmetric and equals the row-by-row double grad; first-order grads are unchanged by create_graph."
+    """torch.autograd.functional.hessian is symmetric and equals the row-by-row double grad;
+    first-order grads are unchanged by create_graph."""
     torch.manual_seed(4)
     x = torch.randn(7, device=device, dtype=torch.float64)
     targets = torch.randn(7, device=device)
@@ -247,8 +260,8 @@ def test_hessian_of_sort_loss_matches_double_grad(kind, device):
 
 
 def test_pair_layer_values_match_general_path(device):
-    "The sliced path for adjacent-pair layers gives the gather path's values and weights bit for bit."
-    from diffalg.sorting.relaxed import _network_values
+    "The sliced path for adjacent-pair layers gives the gather path's values and weights exactly."
+    from diffalg.sorting._engine_values import _network_values
     from diffalg.distributions import get_distribution
     torch.manual_seed(5)
     net = odd_even_network(11)
@@ -258,7 +271,8 @@ def test_pair_layer_values_match_general_path(device):
     v1, w1 = _network_values(x, net, 4.0, get_distribution("cauchy"))
     v2, w2 = _network_values(x, generic, 4.0, get_distribution("cauchy"))
     assert torch.equal(v1, v2) and torch.equal(w1, w2)
-    v1, w1 = _network_values(x, net, 4.0, get_distribution("logistic"))   # sigmoid's vector and scalar code paths differ by an ulp
+    # sigmoid's vector and scalar code paths differ by an ulp
+    v1, w1 = _network_values(x, net, 4.0, get_distribution("logistic"))
     v2, w2 = _network_values(x, generic, 4.0, get_distribution("logistic"))
     torch.testing.assert_close(v1, v2, rtol=0, atol=1e-15)
     torch.testing.assert_close(w1, w2, rtol=0, atol=1e-15)
@@ -266,8 +280,10 @@ def test_pair_layer_values_match_general_path(device):
 
 @pytest.mark.parametrize("n,block", [(9, 4), (13, 6), (70, 32), (64, 16)])
 def test_banded_chain_matches_layer_chain(n, block, device):
-    "Odd-even networks b layers at a time (block-tridiagonal products) equal the layer-by-layer chain; gradients too."
-    from diffalg.sorting.relaxed import _network_values, _apply_network_matrix, _banded_chain, _pair_specs
+    """Odd-even networks b layers at a time (block-tridiagonal products) equal the layer-by-layer
+    chain; gradients too."""
+    from diffalg.sorting._engine_values import _network_values
+    from diffalg.sorting._engine_matrix import _apply_network_matrix, _banded_chain, _pair_specs
     from diffalg.distributions import get_distribution
     torch.manual_seed(n)
     net = odd_even_network(n)
@@ -278,17 +294,22 @@ def test_banded_chain_matches_layer_chain(n, block, device):
     out = _banded_chain(w, start, list(range(n))[::-1], _pair_specs(net), block)
     torch.testing.assert_close(out, ref)
     g = torch.randn_like(ref)
-    torch.testing.assert_close(torch.autograd.grad(out, x, g, retain_graph=True)[0], torch.autograd.grad(ref, x, g)[0])
+    torch.testing.assert_close(torch.autograd.grad(out, x, g, retain_graph=True)[0],
+                               torch.autograd.grad(ref, x, g)[0])
 
 
 def test_banded_path_gradcheck_and_default_dispatch(device):
-    from diffalg.sorting.relaxed import _network_values, _banded_chain, _pair_specs, _BandProduct, _band_product
+    from diffalg.sorting._engine_values import _network_values
+    from diffalg.sorting._engine_matrix import _banded_chain, _pair_specs, _BandProduct
+    from diffalg.sorting._engine_matrix import _band_product
     from diffalg.distributions import get_distribution
     torch.manual_seed(6)
     n = 9
     net = odd_even_network(n)
     eye = torch.eye(n, device=device, dtype=torch.float64)[None]
-    f = lambda x_: _banded_chain(_network_values(x_, net, 3.0, get_distribution("logistic"))[1], eye, list(range(n))[::-1], _pair_specs(net), 4)
+    order = list(range(n))[::-1]
+    f = lambda x_: _banded_chain(_network_values(x_, net, 3.0, get_distribution("logistic"))[1],
+                                 eye, order, _pair_specs(net), 4)
     x = torch.randn(2, n, device=device, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(f, (x,))
     assert torch.autograd.gradgradcheck(f, (x,))
@@ -296,7 +317,8 @@ def test_banded_path_gradcheck_and_default_dispatch(device):
     offsets = [0, 1, 1, 0, 1]
     torch.testing.assert_close(_BandProduct.apply(wg, offsets, n), _band_product(wg, offsets, n))
     assert torch.autograd.gradcheck(lambda w_: _BandProduct.apply(w_, offsets, n), (wg,))
-    # the default dispatch (n = 64 >= 2 * 32 columns) takes the banded path and agrees with the dense layer products
+    # the default dispatch (n = 64 >= 2 * 32 columns) takes the banded path and agrees with the
+    # dense layer products
     y = torch.randn(2, 64, device=device, dtype=torch.float64)
     P = soft_permutation(y, "odd_even", 5.0)
     torch.testing.assert_close(P.sum(-1), torch.ones(2, 64, device=device, dtype=torch.float64))
@@ -305,8 +327,9 @@ def test_banded_path_gradcheck_and_default_dispatch(device):
 
 @pytest.mark.parametrize("k", [1, 2, 3, 5, 6, 7, 9])
 def test_bitonic_butterfly_matches_block_form(k, device):
-    "The butterfly form of the bitonic permutation (one matrix product per stage) equals the in-place block form; gradients too."
-    from diffalg.sorting.relaxed import _BitonicPermutation, _bitonic_butterfly
+    """The butterfly form of the bitonic permutation (one matrix product per stage) equals the
+    in-place block form; gradients too."""
+    from diffalg.sorting._engine_bitonic import _BitonicPermutation, _bitonic_butterfly
     torch.manual_seed(k)
     N = 2 ** k
     w = torch.rand(2, k * (k + 1) // 2, N, device=device, dtype=torch.float64, requires_grad=True)
@@ -314,13 +337,15 @@ def test_bitonic_butterfly_matches_block_form(k, device):
     out = _bitonic_butterfly(w, k)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
     g = torch.randn_like(ref)
-    torch.testing.assert_close(torch.autograd.grad(out, w, g)[0], torch.autograd.grad(ref, w, g)[0], rtol=0, atol=1e-11)
+    torch.testing.assert_close(torch.autograd.grad(out, w, g)[0], torch.autograd.grad(ref, w, g)[0],
+                               rtol=0, atol=1e-11)
 
 
 @pytest.mark.parametrize("K", [1, 2, 3, 4, 5])
 def test_butterfly_factors_give_the_layer_product(K):
-    "S = M_last ... M_first of K single-bit layers (first on the highest bit) equals the product of the two factors, and its transpose."
-    from diffalg.sorting.relaxed import _butterfly
+    """S = M_last ... M_first of K single-bit layers (first on the highest bit) equals the product
+    of the two factors, and its transpose."""
+    from diffalg.sorting._engine_bitonic import _butterfly
     torch.manual_seed(K)
     B, M, b = 2, 3, 2 ** K
     ws = [torch.rand(B, M, b, dtype=torch.float64) for _ in range(K)]
@@ -328,17 +353,20 @@ def test_butterfly_factors_give_the_layer_product(K):
     idx = torch.arange(b)
     for j, wj in enumerate(ws):
         d = 2 ** (K - 1 - j)
-        a = torch.where((idx & d) == 0, wj, wj[..., idx ^ d]).unsqueeze(-1)   # alpha of the pair, read from its upper wire
+        # alpha of the pair, read from its upper wire
+        a = torch.where((idx & d) == 0, wj, wj[..., idx ^ d]).unsqueeze(-1)
         S = a * S + (1 - a) * S[:, :, idx ^ d]
     torch.testing.assert_close(_butterfly(ws, K), S, rtol=0, atol=1e-14)
-    torch.testing.assert_close(_butterfly(ws, K, transpose=True), S.transpose(-2, -1), rtol=0, atol=1e-14)
+    torch.testing.assert_close(_butterfly(ws, K, transpose=True), S.transpose(-2, -1),
+                               rtol=0, atol=1e-14)
     assert _butterfly(ws, K, transpose=True).is_contiguous()
 
 
 def test_bitonic_butterfly_gradcheck_and_default_dispatch(device):
-    from diffalg.sorting.relaxed import _BitonicPermutation, _bitonic_butterfly, _MATMUL_MIN
+    from diffalg.sorting._engine_bitonic import _BitonicPermutation, _bitonic_butterfly, _MATMUL_MIN
     torch.manual_seed(4)
-    w = torch.rand(1, 21, 64, device=device, dtype=torch.float64, requires_grad=True)   # k = 6: stages of 1 to 6 layers
+    # k = 6: stages of 1 to 6 layers
+    w = torch.rand(1, 21, 64, device=device, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda w_: _bitonic_butterfly(w_, 6)[:, ::7, ::5], (w,))
     assert torch.autograd.gradgradcheck(lambda w_: _bitonic_butterfly(w_, 6)[:, ::9, ::11], (w,))
     # n = 300 (padded to 512 >= _MATMUL_MIN) takes the butterfly form: same P as the block form

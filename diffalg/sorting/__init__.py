@@ -3,24 +3,28 @@
 # %% auto #0
 __all__ = ['NETWORK_TYPES', 'SortingNetwork', 'odd_even_network', 'bitonic_network', 'get_sorting_network', 'draw_network',
            'relaxed_swap', 'bitonic_permutation', 'RelaxedSort', 'diff_sort', 'soft_sort', 'soft_permutation',
-           'soft_rank', 'soft_topk_mask', 'permutation_targets', 'sort_loss', 'DiffSortNet', 'neuralsort_permutation',
-           'softsort_permutation', 'DiffTopkNet', 'TopKCrossEntropyLoss', 'set_compiled_pass', 'compiled_pass',
-           'compiled_library', 'compiled_pass_error']
+           'soft_rank', 'soft_topk', 'soft_topk_mask', 'permutation_targets', 'sort_loss', 'DiffSortNet',
+           'neuralsort_permutation', 'softsort_permutation', 'NeuralSort', 'SoftSort', 'DiffTopkNet',
+           'TopKCrossEntropyLoss', 'set_compiled_pass', 'compiled_pass', 'compiled_library', 'compiled_pass_error']
 
-# %% ../../nbs/03_sorting/index.ipynb #b2e9f7bf
+# %% ../../nbs/03_sorting/index.ipynb #fdbb9ca6
 from .networks import NETWORK_TYPES, SortingNetwork, odd_even_network
 from .networks import bitonic_network, get_sorting_network, draw_network
-from .relaxed import relaxed_swap, bitonic_permutation, RelaxedSort, diff_sort
-from .relaxed import soft_sort, soft_permutation, soft_rank, soft_topk_mask
+from .reference import relaxed_swap
+from .relaxed import RelaxedSort, diff_sort, soft_sort, soft_permutation
+from .relaxed import soft_rank, soft_topk, soft_topk_mask
 from .relaxed import permutation_targets, sort_loss, DiffSortNet
 from .baselines import neuralsort_permutation, softsort_permutation
+from .baselines import NeuralSort, SoftSort
 from .topk import DiffTopkNet, TopKCrossEntropyLoss
+from ._engine_bitonic import bitonic_permutation
 from ._kernel import set_compiled_pass, compiled_pass, compiled_library
 from ._kernel import compiled_pass_error
 
 _all_ = ['NETWORK_TYPES', 'SortingNetwork', 'odd_even_network', 'bitonic_network',
-         'get_sorting_network', 'draw_network', 'relaxed_swap', 'bitonic_permutation', 'RelaxedSort',
-         'diff_sort', 'soft_sort', 'soft_permutation', 'soft_rank', 'soft_topk_mask',
-         'permutation_targets', 'sort_loss', 'DiffSortNet', 'neuralsort_permutation',
-         'softsort_permutation', 'DiffTopkNet', 'TopKCrossEntropyLoss', 'set_compiled_pass',
-         'compiled_pass', 'compiled_library', 'compiled_pass_error']
+         'get_sorting_network', 'draw_network', 'relaxed_swap', 'bitonic_permutation',
+         'RelaxedSort', 'diff_sort', 'soft_sort', 'soft_permutation', 'soft_rank', 'soft_topk',
+         'soft_topk_mask', 'permutation_targets', 'sort_loss', 'DiffSortNet',
+         'neuralsort_permutation', 'softsort_permutation', 'NeuralSort', 'SoftSort',
+         'DiffTopkNet', 'TopKCrossEntropyLoss', 'set_compiled_pass', 'compiled_pass',
+         'compiled_library', 'compiled_pass_error']

@@ -3,22 +3,64 @@
 # %% auto #0
 __all__ = ['NETWORK_TYPES', 'SortingNetwork', 'odd_even_network', 'bitonic_network', 'get_sorting_network', 'draw_network']
 
-# %% ../../nbs/03_sorting/01_networks.ipynb #150b541e
+# %% ../../nbs/03_sorting/01_networks.ipynb #58134844
 import math
 import torch
 from ..checks import check_int, check_choice
 
-# %% ../../nbs/03_sorting/01_networks.ipynb #06905ea5
-class SortingNetwork:
-    "A comparator network on `n` wires as data: `layers` is a tuple of layers, each a tuple of comparators (lo, hi); `lo` receives the minimum."
+# %% ../../nbs/03_sorting/01_networks.ipynb #1e987a41
+def _checked_layers(n, layers):
+    """The layers as a tuple of tuples of int pairs; raise unless each layer
+    uses distinct wires in [0, n)."""
+    layers = tuple(tuple((int(a), int(b)) for a, b in layer)
+                   for layer in layers)
+    for depth, layer in enumerate(layers):
+        wires = [w for c in layer for w in c]
+        if (len(set(wires)) != len(wires)
+                or any(not 0 <= w < n for w in wires)):
+            raise ValueError(
+                f"`layers[{depth}]` must use distinct wires in [0, {n}), "
+                f"each at most once; got {layer}")
+    return layers
+
+class _HardRun:
+    "Running a network's layers with exact compare-and-swap."
+    def apply(self, x):
+        "Run the hard network on the last dimension of `x` (..., n)."
+        if (not isinstance(x, torch.Tensor) or x.dim() < 1
+                or x.shape[-1] != self.n):
+            got = getattr(x, "shape", type(x).__name__)
+            raise ValueError(f"`x` must be a tensor of shape (..., {self.n}), "
+                             f"got {got}")
+        x = x.clone()
+        for layer in self.layers:
+            if layer:
+                lo = torch.tensor([c[0] for c in layer], device=x.device)
+                hi = torch.tensor([c[1] for c in layer], device=x.device)
+                a, b = x[..., lo], x[..., hi]
+                mn, mx = torch.minimum(a, b), torch.maximum(a, b)
+                x[..., lo], x[..., hi] = mn, mx
+        return x
+
+    def is_sorting_network(self, max_n: int = 20):
+        """Check with the 0-1 principle (Knuth Vol. 3, Thm. 5.3.4Z): the
+        network sorts all 2^n binary inputs (only for n <= `max_n`)."""
+        if self.n > max_n:
+            raise ValueError("the 0-1 check enumerates 2^n inputs; "
+                             f"n = {self.n} exceeds `max_n` = {max_n}")
+        n = self.n
+        bits = (torch.arange(2 ** n).unsqueeze(-1) >> torch.arange(n)) & 1
+        return bool(torch.equal(self.apply(bits), bits.sort(-1).values))
+
+# %% ../../nbs/03_sorting/01_networks.ipynb #21fa77bc
+class SortingNetwork(_HardRun):
+    """A comparator network on `n` wires as data: `layers` is a tuple of
+    layers, each a tuple of comparators (lo, hi); `lo` receives the
+    minimum."""
     def __init__(self, n: int, layers, name: str = "custom"):
         self.n = check_int(n, "n", minimum=2)
         self.name = name
-        self.layers = tuple(tuple((int(a), int(b)) for a, b in layer) for layer in layers)
-        for depth, layer in enumerate(self.layers):
-            wires = [w for c in layer for w in c]
-            if len(set(wires)) != len(wires) or any(not 0 <= w < self.n for w in wires):
-                raise ValueError(f"`layers[{depth}]` must use distinct wires in [0, {self.n}), each at most once; got {layer}")
+        self.layers = _checked_layers(self.n, layers)
         self._tables = None
 
     @property
@@ -33,12 +75,16 @@ class SortingNetwork:
 
     def __len__(self): return self.depth
     def __iter__(self): return iter(self.layers)
-    def __repr__(self): return f"SortingNetwork({self.name!r}, n={self.n}, depth={self.depth}, comparators={self.size})"
+    def __repr__(self):
+        return (f"SortingNetwork({self.name!r}, n={self.n}, "
+                f"depth={self.depth}, comparators={self.size})")
 
     def tables(self):
-        "Per-layer index tables (partner, is_lo), both (depth, n): each wire's partner (itself when idle) and whether it receives the minimum."
+        """Per-layer index tables (partner, is_lo), both (depth, n): each
+        wire's partner (itself when idle) and whether it gets the minimum."""
         if self._tables is None:
-            partner = torch.arange(self.n).repeat(max(self.depth, 1), 1)[:self.depth]
+            partner = torch.arange(self.n).repeat(max(self.depth, 1), 1)
+            partner = partner[:self.depth]
             is_lo = torch.zeros(self.depth, self.n, dtype=torch.bool)
             for t, layer in enumerate(self.layers):
                 for a, b in layer:
@@ -46,35 +92,19 @@ class SortingNetwork:
             self._tables = (partner, is_lo)
         return self._tables
 
-    def apply(self, x):
-        "Run the hard network on the last dimension of `x` (..., n): exact compare-and-swap."
-        if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] != self.n:
-            raise ValueError(f"`x` must be a tensor of shape (..., {self.n}), got {getattr(x, 'shape', type(x).__name__)}")
-        x = x.clone()
-        for layer in self.layers:
-            if layer:
-                lo = torch.tensor([c[0] for c in layer], device=x.device)
-                hi = torch.tensor([c[1] for c in layer], device=x.device)
-                a, b = x[..., lo], x[..., hi]
-                x[..., lo], x[..., hi] = torch.minimum(a, b), torch.maximum(a, b)
-        return x
-
-    def is_sorting_network(self, max_n: int = 20):
-        "Check with the 0-1 principle (Knuth Vol. 3, Thm. 5.3.4Z): the network sorts all 2^n binary inputs (only for n <= `max_n`)."
-        if self.n > max_n:
-            raise ValueError(f"the 0-1 check enumerates 2^n inputs; n = {self.n} exceeds `max_n` = {max_n}")
-        bits = (torch.arange(2 ** self.n).unsqueeze(-1) >> torch.arange(self.n)) & 1
-        return bool(torch.equal(self.apply(bits), bits.sort(-1).values))
-
-# %% ../../nbs/03_sorting/01_networks.ipynb #004727bc
+# %% ../../nbs/03_sorting/01_networks.ipynb #d16b9abd
 def odd_even_network(n: int) -> SortingNetwork:
-    "Odd-even transposition network on `n` wires: `n` layers, alternately comparing (0,1),(2,3),... and (1,2),(3,4),..."
+    """Odd-even transposition network on `n` wires: `n` layers, alternately
+    comparing (0,1),(2,3),... and (1,2),(3,4),..."""
     n = check_int(n, "n", minimum=2)
-    return SortingNetwork(n, [[(i, i + 1) for i in range(t % 2, n - 1, 2)] for t in range(n)], "odd_even")
+    layers = [[(i, i + 1) for i in range(t % 2, n - 1, 2)] for t in range(n)]
+    return SortingNetwork(n, layers, "odd_even")
 
-# %% ../../nbs/03_sorting/01_networks.ipynb #ad28b926
+# %% ../../nbs/03_sorting/01_networks.ipynb #52f925ea
 def bitonic_network(n: int) -> SortingNetwork:
-    "Bitonic network (Batcher 1968) on `n` wires, built on the next power of two N; comparators that touch the N - n virtual top wires are dropped (as in diffsort)."
+    """Bitonic network (Batcher 1968) on `n` wires, built on the next power
+    of two N; comparators that touch the N - n virtual top wires are dropped
+    (as in diffsort)."""
     n = check_int(n, "n", minimum=2)
     k = math.ceil(math.log2(n))
     pad = 2 ** k - n
@@ -86,62 +116,77 @@ def bitonic_network(n: int) -> SortingNetwork:
                 for j in range(m):
                     lo, hi = start + j, start + j + m
                     if (lo // 2 ** (stage + 1)) % 2 == 1:
-                        lo, hi = hi, lo                  # this block is sorted downwards
+                        lo, hi = hi, lo        # this block is sorted downwards
                     if lo >= pad and hi >= pad:
                         layer.append((lo - pad, hi - pad))
             layers.append(layer)
     return SortingNetwork(n, layers, "bitonic")
 
-# %% ../../nbs/03_sorting/01_networks.ipynb #c3c6e710
+# %% ../../nbs/03_sorting/01_networks.ipynb #6d9d0352
 NETWORK_TYPES = ("odd_even", "bitonic")
 _NETWORKS = {}
 
 def get_sorting_network(network, n: int) -> SortingNetwork:
-    "The network named `network` ('odd_even' or 'bitonic') on `n` wires (cached), or `network` itself if it is a `SortingNetwork` on `n` wires."
+    """The network named `network` ('odd_even' or 'bitonic') on `n` wires
+    (cached), or `network` itself if it is a `SortingNetwork` on `n` wires."""
     if isinstance(network, SortingNetwork):
         if network.n != n:
-            raise ValueError(f"the sorting network has {network.n} wires, but the input has size {n}")
+            raise ValueError(f"the sorting network has {network.n} wires, "
+                             f"but the input has size {n}")
         return network
     if not isinstance(network, str):
-        raise TypeError(f"`network` must be one of {list(NETWORK_TYPES)} or a SortingNetwork, got {type(network).__name__}")
+        raise TypeError(f"`network` must be one of {list(NETWORK_TYPES)} or "
+                        f"a SortingNetwork, got {type(network).__name__}")
     check_choice(network, "network", NETWORK_TYPES)
     n = check_int(n, "n", minimum=2)
     if (network, n) not in _NETWORKS:
-        _NETWORKS[network, n] = (odd_even_network if network == "odd_even" else bitonic_network)(n)
+        build = odd_even_network if network == "odd_even" else bitonic_network
+        _NETWORKS[network, n] = build(n)
     return _NETWORKS[network, n]
 
-# %% ../../nbs/03_sorting/01_networks.ipynb #6bef18f5
+# %% ../../nbs/03_sorting/01_networks.ipynb #19fbbab5
+def _slots(layer):
+    "Sideways slots for a layer's comparators so that overlapping ones part."
+    spans, slots = [], []
+    for lo, hi in layer:
+        top, bot = min(lo, hi), max(lo, hi)
+        slot = 0
+        while any(s == slot and not (bot < t or top > b)
+                  for (t, b), s in zip(spans, slots)):
+            slot += 1
+        spans.append((top, bot)); slots.append(slot)
+    return slots
+
 def draw_network(network, ax=None, color="C0", title=None):
-    "Draw a `SortingNetwork` with matplotlib: horizontal wires, one column per layer; the filled dot marks the wire that receives the minimum. Returns the axes."
+    """Draw a `SortingNetwork` with matplotlib: horizontal wires, one column
+    per layer; the filled dot marks the wire that receives the minimum.
+    Returns the axes."""
     import matplotlib.pyplot as plt
     if not isinstance(network, SortingNetwork):
-        raise TypeError(f"`network` must be a SortingNetwork, got {type(network).__name__}")
+        raise TypeError("`network` must be a SortingNetwork, "
+                        f"got {type(network).__name__}")
     if ax is None:
-        _, ax = plt.subplots(figsize=(0.35 * network.depth + 1.5, 0.3 * network.n + 0.6))
+        size = (0.35 * network.depth + 1.5, 0.3 * network.n + 0.6)
+        _, ax = plt.subplots(figsize=size)
     x = 0.0
     for layer in network.layers:
-        # comparators whose spans overlap are shifted sideways so that they stay readable
-        spans, slots = [], []
-        for lo, hi in layer:
-            top, bot = min(lo, hi), max(lo, hi)
-            slot = 0
-            while any(s == slot and not (bot < t or top > b) for (t, b), s in zip(spans, slots)):
-                slot += 1
-            spans.append((top, bot)); slots.append(slot)
-        width = max(slots, default=0) + 1
+        slots = _slots(layer)
         for (lo, hi), slot in zip(layer, slots):
             xc = x + 0.3 * slot
             ax.plot([xc, xc], [lo, hi], color=color, lw=1.2)
             ax.plot([xc], [lo], "o", color=color, ms=3.5)
             ax.plot([xc], [hi], "o", mfc="white", mec=color, ms=3.5)
-        x += 0.3 * width + 0.5
+        x += 0.3 * (max(slots, default=0) + 1) + 0.5
     for w in range(network.n):
         ax.plot([-0.5, x], [w, w], color="0.6", lw=0.6, zorder=0)
     ax.set_ylim(network.n - 0.5, -0.5)
     ax.set_yticks(range(network.n)) if network.n <= 16 else ax.set_yticks([])
     ax.set_xticks([])
     ax.set_ylabel("wire")
-    ax.set_title(title if title is not None else f"{network.name}, n = {network.n}: {network.depth} layers, {network.size} comparators")
+    if title is None:
+        title = (f"{network.name}, n = {network.n}: {network.depth} layers, "
+                 f"{network.size} comparators")
+    ax.set_title(title)
     for side in ("top", "right", "bottom"):
         ax.spines[side].set_visible(False)
     return ax
