@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harness import Run, add_record_args  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "nbs" / "03_sorting" / "04_ranking_supervision.ipynb"
+NOTEBOOK = ROOT / "nbs" / "03_sorting" / "05_ranking_supervision.ipynb"
 
 
 def chapter_namespace(scale):
