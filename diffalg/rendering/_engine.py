@@ -71,9 +71,8 @@ def _tile_table(tile_id, face_id, n_tiles, device):
     slot[tile_id, rank] = face_id
     return tiles_sorted, cnt_sorted.tolist(), slot[tiles_sorted]   # slot: (n_nonempty, kmax)
 
-def _tile_points(tiles, nty, ntx, tile, xs, ys):
-    "Pixel centres (n, tile * tile, 2) of flat tile ids `tiles` (n,), and their batch indices."
-    local = torch.arange(tile, device=tiles.device)
+def _tile_points(tiles, nty, ntx, tile, xs, ys, local):
+    "Pixel centres (n, tile * tile, 2) of tiles `tiles` (n,) (local: arange(tile)), batch indices."
     bidx = tiles // (nty * ntx)
     rem = tiles % (nty * ntx)
     ty, tx = rem // ntx, rem % ntx
@@ -89,6 +88,7 @@ def _run_chunks(kernel, tiles, counts, slot, grid, xs, ys, chunk_elements, memor
     "Kernel values (n_nonempty, P, C) of the sorted tiles, in chunks of at most `chunk_elements`."
     nty, ntx, tile = grid
     P = tile * tile
+    local = torch.arange(tile, device=slot.device)
     total = sum(P * k for k in counts)
     use_ckpt = (total * 4 * 24 > memory_limit and torch.is_grad_enabled()  # ~24 floats per pair
                 and any(t.requires_grad for t in tensors))
@@ -97,7 +97,7 @@ def _run_chunks(kernel, tiles, counts, slot, grid, xs, ys, chunk_elements, memor
     while s < n:
         k = counts[s]
         e = min(n, s + max(1, chunk_elements // (P * k)))
-        pts, bidx = _tile_points(tiles[s:e], nty, ntx, tile, xs, ys)
+        pts, bidx = _tile_points(tiles[s:e], nty, ntx, tile, xs, ys, local)
         idx = slot[s:e, :k]
         if use_ckpt:
             pieces.append(_checkpoint(kernel, pts, idx, bidx, *tensors, use_reentrant=True))
