@@ -1,4 +1,5 @@
-"Tests of diffalg.rendering: the hard limit, t-conorm axioms and formulas, gradients, batching, bad input."
+"""Tests of diffalg.rendering: the hard limit, t-conorm axioms and formulas, gradients, batching,
+bad input."""
 import math
 import os
 
@@ -8,11 +9,12 @@ import torch
 import trimesh
 
 from diffalg.distributions import distribution_names
-from diffalg.rendering.raster import (Camera, camera_position, get_tconorm, hard_silhouette, icosphere, load_mesh,
-                               render_rgb, render_silhouette, signed_distance, tconorm_names, laplacian_loss,
-                               flatten_loss, from_trimesh, coverage_margin)
+from diffalg.rendering import (Camera, camera_position, get_tconorm, hard_silhouette, icosphere,
+                               load_mesh, render_rgb, render_silhouette, signed_distance,
+                               tconorm_names, laplacian_loss, flatten_loss, from_trimesh,
+                               coverage_margin)
 
-TEAPOT = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "meshes", "teapot.obj")
+TEAPOT = os.path.join(os.path.dirname(__file__), "data", "teapot.obj")
 
 
 def _random_mesh(seed, n_faces=8, dtype=torch.float64):
@@ -24,7 +26,7 @@ def _random_mesh(seed, n_faces=8, dtype=torch.float64):
 
 
 def _reference_hard(vertices, faces, eye_z, fov, H, W):
-    "Independent reference: perspective projection on the z axis, then a barycentric point-in-triangle test."
+    "Independent reference: perspective projection on the z axis, then a barycentric inside test."
     v = vertices.double().cpu().numpy()
     f = 1 / math.tan(math.radians(fov) / 2)
     depth = eye_z - v[:, 2]
@@ -68,7 +70,8 @@ def test_hard_limit_every_tconorm(tconorm, device):
     vertices, faces = _random_mesh(1)
     cam = Camera(torch.tensor([0.0, 0.0, 4.0], dtype=torch.float64, device=device), fov=40.0)
     ref = _reference_hard(vertices, faces, 4.0, 40.0, 16, 16)
-    sil = render_silhouette(vertices.to(device), faces.to(device), cam, 16, tau=1e-10, tconorm=tconorm)[0].cpu()
+    sil = render_silhouette(vertices.to(device), faces.to(device), cam, 16, tau=1e-10,
+                            tconorm=tconorm)[0].cpu()
     assert torch.allclose(sil, ref, atol=1e-3)
 
 
@@ -81,7 +84,8 @@ def test_signed_distance_matches_brute_force(device):
     s = torch.linspace(0, 1, 20001, dtype=torch.float64, device=device)
     for k in range(5):
         a, b, c = tris[k]
-        boundary = torch.cat([a + s[:, None] * (b - a), b + s[:, None] * (c - b), c + s[:, None] * (a - c)])
+        boundary = torch.cat([a + s[:, None] * (b - a), b + s[:, None] * (c - b),
+                              c + s[:, None] * (a - c)])
         dist = torch.cdist(pts, boundary).amin(1)
         assert torch.allclose(d[:, k].abs(), dist, atol=1e-4)
 
@@ -96,8 +100,10 @@ def _closed_forms():
         "einstein": lambda a, b, p: (a + b) / (1 + a * b),
         "hamacher": lambda a, b, p: (a + b + (p - 2) * a * b) / (1 + (p - 1) * a * b),
         "yager": lambda a, b, p: min(1.0, (a ** p + b ** p) ** (1 / p)),
-        "frank": lambda a, b, p: 1 - math.log(1 + (p ** (1 - a) - 1) * (p ** (1 - b) - 1) / (p - 1), p),
-        "aczel-alsina": lambda a, b, p: 1 - math.exp(-((-math.log(1 - a)) ** p + (-math.log(1 - b)) ** p) ** (1 / p)),
+        "frank": lambda a, b, p: 1 - math.log(1 + (p ** (1 - a) - 1) * (p ** (1 - b) - 1) / (p - 1),
+                                              p),
+        "aczel-alsina": lambda a, b, p: 1 - math.exp(
+            -((-math.log(1 - a)) ** p + (-math.log(1 - b)) ** p) ** (1 / p)),
         "dombi": lambda a, b, p: 1 / (1 + ((a / (1 - a)) ** p + (b / (1 - b)) ** p) ** (-1 / p)),
         "schweizer-sklar": lambda a, b, p: 1 - max(0.0, (1 - a) ** p + (1 - b) ** p - 1) ** (1 / p),
     }
@@ -114,7 +120,8 @@ def test_tconorm_formula(name, p, device):
     ref = _closed_forms()[name]
     pp = t.p
     for a, b in [(0.1, 0.2), (0.3, 0.6), (0.5, 0.5), (0.9, 0.05), (0.7, 0.8)]:
-        got = float(t(torch.tensor(a, dtype=torch.float64, device=device), torch.tensor(b, dtype=torch.float64, device=device)))
+        got = float(t(torch.tensor(a, dtype=torch.float64, device=device),
+                      torch.tensor(b, dtype=torch.float64, device=device)))
         assert got == pytest.approx(ref(a, b, pp), abs=1e-9), (a, b)
 
 
@@ -125,13 +132,13 @@ def test_tconorm_axioms(name, p, device):
     a, b, c = (torch.rand(200, generator=g, dtype=torch.float64).to(device) for _ in range(3))
     zero, one = torch.zeros_like(a), torch.ones_like(a)
     assert torch.allclose(t(a, b), t(b, a), atol=1e-12)                               # commutative
-    assert torch.allclose(t(a, zero), a, atol=1e-9)                                   # 0 is the identity
+    assert torch.allclose(t(a, zero), a, atol=1e-9)                          # 0 is the identity
     assert torch.allclose(t(a, one), one, atol=1e-6)                                  # 1 absorbs
     assert torch.allclose(t(t(a, b), c), t(a, t(b, c)), atol=1e-7)                   # associative
     assert torch.allclose(t.reduce(torch.stack([a, b, c], -1)), t(t(a, b), c), atol=1e-7)
     lo, hi = torch.minimum(b, c), torch.maximum(b, c)
     assert bool((t(a, lo) <= t(a, hi) + 1e-12).all())                                 # monotone
-    assert bool((t(a, b) >= torch.maximum(a, b) - 1e-12).all())                       # max is the smallest
+    assert bool((t(a, b) >= torch.maximum(a, b) - 1e-12).all())              # max is the smallest
 
 
 def test_tconorm_bad_input():
@@ -150,7 +157,8 @@ def test_tconorm_bad_input():
 # ---------------------------------------------------------------- gradients
 
 def _tiny(device):
-    vertices = torch.tensor([[0.0, 0.8, 0.1], [-0.7, -0.5, 0.0], [0.8, -0.4, -0.2], [0.1, 0.0, 0.7]],
+    vertices = torch.tensor([[0.0, 0.8, 0.1], [-0.7, -0.5, 0.0], [0.8, -0.4, -0.2],
+                             [0.1, 0.0, 0.7]],
                             dtype=torch.float64, device=device)
     faces = torch.tensor([[0, 1, 2], [0, 3, 1], [1, 3, 2], [2, 3, 0]], device=device)
     return vertices, faces
@@ -166,21 +174,23 @@ def test_gradcheck_silhouette(distribution, tconorm, squared, device):
     tau = 0.01 if squared else 0.1
 
     def f(v, e):
-        return render_silhouette(v, faces, Camera(e), 6, tau=tau, distribution=distribution, tconorm=tconorm,
-                                 squared=squared, eps=1e-300, tile=4)
-    assert torch.autograd.gradcheck(f, (vertices.clone().requires_grad_(), eye.clone().requires_grad_()),
-                                    eps=1e-6, atol=1e-5)
+        return render_silhouette(v, faces, Camera(e), 6, tau=tau, distribution=distribution,
+                                 tconorm=tconorm, squared=squared, eps=1e-300, tile=4)
+    assert torch.autograd.gradcheck(f, (vertices.clone().requires_grad_(),
+                                        eye.clone().requires_grad_()), eps=1e-6, atol=1e-5)
 
 
 def test_gradcheck_rgb(device):
     vertices, faces = _tiny(device)
-    colors = torch.rand(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).to(device)
+    colors = torch.rand(4, 3, dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(0)).to(device)
     eye = torch.tensor([0.3, 0.4, 3.0], dtype=torch.float64, device=device)
 
     def f(v, e, c):
         return render_rgb(v, faces, Camera(e), 5, colors=c, tau=0.1, gamma=0.05, eps=1e-300, tile=4,
                           light_direction=(0.2, 0.5, 1.0))
-    args = (vertices.clone().requires_grad_(), eye.clone().requires_grad_(), colors.clone().requires_grad_())
+    args = (vertices.clone().requires_grad_(), eye.clone().requires_grad_(),
+            colors.clone().requires_grad_())
     assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-5)
 
 
@@ -190,11 +200,13 @@ def test_gradients_flow_and_are_finite(device):
     eye = camera_position(4.0, 10.0, 20.0).to(device).requires_grad_()
     for tconorm in tconorm_names():
         for distribution in distribution_names():
-            sil = render_silhouette(v, f, Camera(eye), 12, tau=0.03, distribution=distribution, tconorm=tconorm,
-                                    eps=1e-3)
+            sil = render_silhouette(v, f, Camera(eye), 12, tau=0.03, distribution=distribution,
+                                    tconorm=tconorm, eps=1e-3)
             gv, ge = torch.autograd.grad(sil.sum(), (v, eye))
-            assert bool(torch.isfinite(gv).all()) and bool(torch.isfinite(ge).all()), (tconorm, distribution)
-            if get_tconorm(tconorm).strict:   # nilpotent t-conorms (yager, schweizer-sklar p>0) may saturate at 1
+            assert bool(torch.isfinite(gv).all()) and bool(torch.isfinite(ge).all()), \
+                (tconorm, distribution)
+            # nilpotent t-conorms (yager, schweizer-sklar p>0) may saturate at 1
+            if get_tconorm(tconorm).strict:
                 assert float(gv.abs().sum()) > 0, (tconorm, distribution)
 
 
@@ -204,7 +216,8 @@ def test_batch_equals_one_by_one(device):
     v, f = icosphere(2, device=device)
     g = torch.Generator().manual_seed(0)
     verts = (v[None] * (1 + 0.1 * torch.rand(3, v.shape[0], 1, generator=g)).to(device))
-    eyes = camera_position(3.0, torch.tensor([0.0, 20.0, -30.0]), torch.tensor([0.0, 45.0, 200.0])).to(device)
+    eyes = camera_position(3.0, torch.tensor([0.0, 20.0, -30.0]),
+                           torch.tensor([0.0, 45.0, 200.0])).to(device)
     colors = torch.rand(3, v.shape[0], 3, generator=g).to(device)
     batch_sil = render_silhouette(verts, f, Camera(eyes), (20, 28), tau=0.02)
     batch_rgb = render_rgb(verts, f, Camera(eyes), (20, 28), colors=colors, tau=0.02)
@@ -216,7 +229,8 @@ def test_batch_equals_one_by_one(device):
     # one mesh, many cameras
     shared = render_silhouette(v, f, Camera(eyes), 16, tau=0.02)
     assert shared.shape == (3, 16, 16)
-    assert torch.allclose(shared[1], render_silhouette(v, f, Camera(eyes[1]), 16, tau=0.02)[0], atol=1e-6)
+    assert torch.allclose(shared[1], render_silhouette(v, f, Camera(eyes[1]), 16, tau=0.02)[0],
+                          atol=1e-6)
 
 
 def test_tiles_do_not_change_the_image(device):
@@ -224,8 +238,8 @@ def test_tiles_do_not_change_the_image(device):
     cam = Camera(camera_position(2.5, 10.0, 20.0).to(device))
     ref = render_silhouette(v, f, cam, 40, tau=0.02, eps=1e-9, tile=64)
     for tile, chunk in [(8, 1 << 20), (16, 4096), (5, 100)]:
-        assert torch.allclose(render_silhouette(v, f, cam, 40, tau=0.02, eps=1e-9, tile=tile, chunk_elements=chunk),
-                              ref, atol=1e-6)
+        assert torch.allclose(render_silhouette(v, f, cam, 40, tau=0.02, eps=1e-9, tile=tile,
+                                                chunk_elements=chunk), ref, atol=1e-6)
     # the bounding-box margin only drops coverage below eps
     assert torch.allclose(render_silhouette(v, f, cam, 40, tau=0.02, eps=1e-4), ref, atol=1e-3)
 
@@ -239,18 +253,22 @@ def test_checkpointed_chunks_give_the_same_gradient(device):
         render_silhouette(vv, f, cam, 24, tau=0.03, memory_limit=limit).pow(2).sum().backward()
         grads.append(vv.grad)
     assert torch.allclose(grads[0], grads[1], atol=1e-10)
-    colors = torch.rand(v.shape[0], 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).to(device)
+    colors = torch.rand(v.shape[0], 3, dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(0)).to(device)
     grads = []
     for limit in (1e12, 1.0):
         vv, cc = v.clone().requires_grad_(), colors.clone().requires_grad_()
-        render_rgb(vv, f, cam, 16, colors=cc, tau=0.03, gamma=0.05, memory_limit=limit).pow(2).sum().backward()
+        render_rgb(vv, f, cam, 16, colors=cc, tau=0.03, gamma=0.05,
+                   memory_limit=limit).pow(2).sum().backward()
         grads.append((vv.grad, cc.grad))
-    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-10) and torch.allclose(grads[0][1], grads[1][1], atol=1e-10)
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-10) and \
+        torch.allclose(grads[0][1], grads[1][1], atol=1e-10)
 
 
 def test_points_behind_the_camera_are_dropped(device):
     v, f = _tiny(device)
-    cam = Camera(torch.tensor([0.0, 0.0, 0.2], dtype=torch.float64, device=device))  # inside the mesh's extent
+    # inside the mesh's extent
+    cam = Camera(torch.tensor([0.0, 0.0, 0.2], dtype=torch.float64, device=device))
     sil = render_silhouette(v, f, cam, 8, tau=0.05)
     assert bool(torch.isfinite(sil).all())
 
@@ -267,7 +285,6 @@ def test_load_mesh_from_file_and_trimesh(tmp_path, device):
     assert v2.shape == (8, 3) and f2.shape == (12, 3)
 
 
-@pytest.mark.skipif(not os.path.exists(TEAPOT), reason="teapot mesh not present")
 def test_teapot_renders(device):
     v, f = load_mesh(TEAPOT, device=device)
     assert f.shape[0] == 2464 and float(v.norm(dim=-1).max()) == pytest.approx(1.0, abs=1e-5)
@@ -277,12 +294,15 @@ def test_teapot_renders(device):
 
 def test_regularizers(device):
     v, f = icosphere(2, dtype=torch.float64, device=device)
-    noisy = v + 0.05 * torch.randn(v.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(device)
+    noisy = v + 0.05 * torch.randn(v.shape, generator=torch.Generator().manual_seed(0),
+                                   dtype=torch.float64).to(device)
     assert float(laplacian_loss(noisy, f)) > float(laplacian_loss(v, f))
     assert float(flatten_loss(noisy, f)) > float(flatten_loss(v, f))
     small_v, small_f = icosphere(0, dtype=torch.float64, device=device)
-    x = (small_v + 0.01 * torch.randn(small_v.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(device))
-    assert torch.autograd.gradcheck(lambda y: (laplacian_loss(y, small_f), flatten_loss(y, small_f)),
+    x = (small_v + 0.01 * torch.randn(small_v.shape, generator=torch.Generator().manual_seed(1),
+                                      dtype=torch.float64).to(device))
+    assert torch.autograd.gradcheck(lambda y: (laplacian_loss(y, small_f),
+                                               flatten_loss(y, small_f)),
                                     (x.requires_grad_(),), eps=1e-6, atol=1e-6)
 
 
@@ -310,7 +330,8 @@ def test_bad_input(device):
     with pytest.raises(ValueError, match="image_size"):
         render_silhouette(v, f, cam, image_size=(4, 4, 4))
     with pytest.raises(ValueError, match="batch"):
-        render_silhouette(v.expand(2, -1, -1), f, Camera(camera_position(3.0, torch.zeros(3), torch.zeros(3)).to(device)))
+        render_silhouette(v.expand(2, -1, -1), f,
+                          Camera(camera_position(3.0, torch.zeros(3), torch.zeros(3)).to(device)))
     with pytest.raises(ValueError, match="gamma"):
         render_rgb(v, f, cam, gamma=0.0)
     with pytest.raises(ValueError, match="eye"):
@@ -322,23 +343,28 @@ def test_bad_input(device):
 def test_backface_culling_keeps_the_hard_silhouette_of_closed_meshes(device):
     v, f = icosphere(2, dtype=torch.float64, device=device)
     v = v * torch.tensor([1.0, 0.6, 0.8], dtype=torch.float64, device=device)
-    cams = Camera(camera_position(3.0, torch.tensor([0.0, 40.0]), torch.tensor([10.0, 100.0])).to(device=device, dtype=torch.float64))
+    cams = Camera(camera_position(3.0, torch.tensor([0.0, 40.0]), torch.tensor([10.0, 100.0])).to(
+        device=device, dtype=torch.float64))
     full = hard_silhouette(v, f, cams, 24)
     culled = render_silhouette(v, f, cams, 24, tau=1e-10, cull_backfaces=True)
     assert torch.allclose(culled, full, atol=1e-3)
-    tri = torch.tensor([[-0.5, -0.5, 0.0], [0.5, -0.5, 0.0], [0.0, 0.5, 0.0]], dtype=torch.float64, device=device)
+    tri = torch.tensor([[-0.5, -0.5, 0.0], [0.5, -0.5, 0.0], [0.0, 0.5, 0.0]], dtype=torch.float64,
+                       device=device)
     front = Camera(torch.tensor([0.0, 0.0, 3.0], dtype=torch.float64, device=device))
     ccw = torch.tensor([[0, 1, 2]], device=device)
-    assert float(render_silhouette(tri, ccw, front, 16, tau=1e-10, cull_backfaces=True).max()) > 0.99
-    assert float(render_silhouette(tri, ccw.flip(1), front, 16, tau=1e-10, cull_backfaces=True).max()) < 1e-6
+    assert float(render_silhouette(tri, ccw, front, 16, tau=1e-10,
+                                   cull_backfaces=True).max()) > 0.99
+    assert float(render_silhouette(tri, ccw.flip(1), front, 16, tau=1e-10,
+                                   cull_backfaces=True).max()) < 1e-6
 
 
-# ---------------------------------------------------------------- the same image as PyTorch3D's formula
+# ------------------------------------------------------- the same image as PyTorch3D's formula
 
 @pytest.mark.parametrize("sigma", [1e-4, 1e-3])
 def test_same_image_as_pytorch3d_soft_silhouette_formula(sigma, device):
-    "SoftRas/PyTorch3D's soft silhouette (sigmoid of the signed squared distance over sigma, probabilistic\n"
-    "union, faces beyond coverage 1e-4 dropped) is render_silhouette(tau=sigma, squared=True)."
+    """SoftRas/PyTorch3D's soft silhouette (sigmoid of the signed squared distance over sigma,
+    probabilistic union, faces beyond coverage 1e-4 dropped) is
+    render_silhouette(tau=sigma, squared=True)."""
     import sys
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
     from pytorch3d_formula import soft_silhouette

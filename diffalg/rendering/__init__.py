@@ -5,20 +5,23 @@ __all__ = ['check_mesh', 'from_trimesh', 'normalize_vertices', 'load_mesh', 'ico
            'mesh_edges', 'laplacian_loss', 'flatten_loss', 'camera_position', 'look_at', 'Camera', 'signed_distance',
            'TConorm', 'MaxTConorm', 'Probabilistic', 'Einstein', 'Hamacher', 'Yager', 'Frank', 'AczelAlsina', 'Dombi',
            'SchweizerSklar', 'tconorm_names', 'get_tconorm', 'coverage_margin', 'render_silhouette', 'hard_silhouette',
-           'render_rgb']
+           'render_rgb', 'SoftRasterizer']
 
-# %% ../../nbs/04_rendering/index.ipynb #81b1ad34
+# %% ../../nbs/04_rendering/index.ipynb #4ea4abde
 from .mesh import check_mesh, from_trimesh, normalize_vertices, load_mesh
 from .mesh import icosphere, face_normals, vertex_normals, mesh_edges
-from .mesh import laplacian_loss, flatten_loss, camera_position, look_at, Camera
-from .raster import signed_distance, TConorm, MaxTConorm, Probabilistic, Einstein
-from .raster import Hamacher, Yager, Frank, AczelAlsina, Dombi, SchweizerSklar
-from .raster import tconorm_names, get_tconorm, coverage_margin
-from .raster import render_silhouette, hard_silhouette, render_rgb
+from .mesh import laplacian_loss, flatten_loss
+from .camera import camera_position, look_at, Camera
+from .tconorms import TConorm, MaxTConorm, Probabilistic, Einstein, Hamacher
+from .tconorms import Yager, Frank, AczelAlsina, Dombi, SchweizerSklar
+from .tconorms import tconorm_names, get_tconorm
+from .reference import signed_distance
+from .raster import coverage_margin, render_silhouette, hard_silhouette
+from .raster import render_rgb, SoftRasterizer
 
 _all_ = ['check_mesh', 'from_trimesh', 'normalize_vertices', 'load_mesh', 'icosphere',
          'face_normals', 'vertex_normals', 'mesh_edges', 'laplacian_loss', 'flatten_loss',
          'camera_position', 'look_at', 'Camera', 'signed_distance', 'TConorm', 'MaxTConorm',
          'Probabilistic', 'Einstein', 'Hamacher', 'Yager', 'Frank', 'AczelAlsina', 'Dombi',
          'SchweizerSklar', 'tconorm_names', 'get_tconorm', 'coverage_margin', 'render_silhouette',
-         'hard_silhouette', 'render_rgb']
+         'hard_silhouette', 'render_rgb', 'SoftRasterizer']
