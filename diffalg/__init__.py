@@ -6,7 +6,8 @@
 __all__ = ['get_distribution', 'relaxed_step', 'digits_numbers', 'mnist_numbers', 'NumberScorer', 'ranking_accuracy',
            'Relaxation', 'soft_sort', 'soft_rank', 'soft_permutation', 'soft_topk', 'soft_topk_mask', 'diff_sort',
            'sort_loss', 'DiffSortNet', 'DiffTopkNet', 'TopKCrossEntropyLoss', 'NeuralSort', 'SoftSort',
-           'SoftRasterizer', 'render_silhouette', 'LogicLayer', 'GroupSum', 'HessianNewtonLoss', 'FisherNewtonLoss']
+           'SoftRasterizer', 'render_silhouette', 'LogicLayer', 'GroupSum', 'HessianNewtonLoss', 'FisherNewtonLoss',
+           'set_validate_args', 'validate_args']
 
 # %% ../nbs/appendix/api.ipynb #63fbcb63
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ _LAZY = {  # public name -> the subpackage (or module) of diffalg that defines i
     "SoftRasterizer": "rendering", "render_silhouette": "rendering",
     "LogicLayer": "logic", "GroupSum": "logic",
     "HessianNewtonLoss": "newton", "FisherNewtonLoss": "newton",
+    "set_validate_args": "checks", "validate_args": "checks",
 }
 _SUBMODULES = ("distributions", "data", "ranking", "relax", "sorting", "rendering", "logic",
                "newton", "checks")
@@ -34,7 +36,7 @@ _all_ = ["get_distribution", "relaxed_step", "digits_numbers", "mnist_numbers",
          "soft_permutation", "soft_topk", "soft_topk_mask", "diff_sort", "sort_loss",
          "DiffSortNet", "DiffTopkNet", "TopKCrossEntropyLoss", "NeuralSort", "SoftSort",
          "SoftRasterizer", "render_silhouette", "LogicLayer", "GroupSum", "HessianNewtonLoss",
-         "FisherNewtonLoss"]
+         "FisherNewtonLoss", "set_validate_args", "validate_args"]
 
 # %% ../nbs/appendix/api.ipynb #5a545290
 def __getattr__(name):

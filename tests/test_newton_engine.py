@@ -147,11 +147,14 @@ def test_fisher_step_equals_reference(name):
           ref.newton_step(y, loss_fn, 0.05, curvature="fisher"))
 
 
-@pytest.mark.parametrize("name", list(CASES))
-@pytest.mark.parametrize("method", ["exact", "finite_difference"])
+# finite differences only where the loss is smooth enough for them (a saturated relaxation's
+# gradient is too steep for its Hessian to be taken by differences; FD_CASES lists the others)
+HESSIAN_CASES = [(name, "exact") for name in CASES] + [(name, "finite_difference")
+                                                      for name in CASES if name in FD_CASES]
+
+
+@pytest.mark.parametrize("name,method", HESSIAN_CASES)
 def test_loss_hessian_equals_reference(name, method):
-    if method == "finite_difference" and name not in FD_CASES:
-        pytest.skip("saturated relaxation: finite differences of its gradient are inaccurate")
     y, loss_fn, _ = CASES[name]
     want = ref.loss_hessian(y, loss_fn)
     tol = fd_tolerance(name) if method == "finite_difference" else 1e-10
