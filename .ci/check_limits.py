@@ -7,7 +7,10 @@
 - no page shows more than 60 consecutive lines of code uncollapsed: a run of code cells with no
   markdown cell between them, not counting cells tagged hide-input, remove-input or remove-cell;
 - exported code is wrapped at 100 characters (nbdev's generated `__all__` block aside);
-- the import graph of diffalg's modules has no cycle (imports inside functions count too).
+- the import graph of diffalg's modules has no cycle (imports inside functions count too);
+- one numbering: in _toc.yml, folder nbs/0N_* is the N-th numbered chapter and its file 0M_* the
+  M-th section, and no chapter's index page has a heading below its title (Sphinx would number it
+  N.1 and push every section one number on).
 The notebooks' code, exported or not, is held to the same 100 characters by ruff (pyproject.toml).
 """
 import ast
@@ -129,8 +132,35 @@ def check_notebooks(problems):
     return len(nbs)
 
 
+def check_numbering(problems):
+    import re
+    import yaml
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf8"))
+    chapters = [c for part in toc["parts"] if part.get("numbered")
+                for c in part.get("chapters", [])]
+    for n, chapter in enumerate(chapters, 1):
+        folder, name = chapter["file"].split("/")[-2:]
+        if not folder.startswith(f"{n:02d}_") or name != "index":
+            problems.append(f"_toc.yml: chapter {n} is {chapter['file']} "
+                            f"(expected nbs/{n:02d}_*/index)")
+        for m, section in enumerate(chapter.get("sections", []), 1):
+            if not section["file"].split("/")[-1].startswith(f"{m:02d}_"):
+                problems.append(f"_toc.yml: section {n}.{m} is {section['file']} (expected a file "
+                                f"named {m:02d}_* in {folder})")
+        index = ROOT / (chapter["file"] + ".ipynb")
+        if index.is_file():
+            cells = json.loads(index.read_text(encoding="utf8"))["cells"]
+            heads = [line for c in cells if c["cell_type"] == "markdown"
+                     for line in "".join(c["source"]).splitlines() if re.match(r"##+ ", line)]
+            if heads:
+                problems.append(f"{index.relative_to(ROOT)}: heading {heads[0]!r} below the "
+                                "title would be numbered as a section (use bold text)")
+    return len(chapters)
+
+
 def main():
     problems = []
+    check_numbering(problems)
     n_mod = check_modules(problems)
     n_nb = check_notebooks(problems)
     if problems:
