@@ -5,7 +5,8 @@ __all__ = ['GATE_NAMES', 'RELAXED_GATES', 'gate_truth_table', 'relaxed_gates', '
            'reference_group_sum', 'random_connections', 'unique_connections', 'GATE_COEFFICIENTS', 'gate_coefficients',
            'logic_layer', 'LogicLayer', 'GroupSum', 'fit_thresholds', 'binarize', 'Binarize', 'GATE_FORMS',
            'check_bits', 'LogicCircuit', 'pack_bits', 'unpack_bits', 'packed_plan', 'count_groups_packed',
-           'packed_forward', 'circuit_to_c', 'CompiledCircuit', 'compile_circuit']
+           'packed_forward', 'circuit_to_c', 'CompiledCircuit', 'compile_circuit', 'CircuitLayer', 'PlanLayer',
+           'PackedPlan', 'PackedInput']
 
 # %% ../../nbs/05_logic/index.ipynb #a12bbd92
 from .gates import GATE_NAMES, RELAXED_GATES, gate_truth_table, relaxed_gates
@@ -17,11 +18,13 @@ from .layers import LogicLayer, GroupSum
 from .binarization import fit_thresholds, binarize, Binarize
 from .inference import GATE_FORMS, check_bits, LogicCircuit, pack_bits, unpack_bits
 from .inference import packed_plan, count_groups_packed, packed_forward
-from .export import circuit_to_c, CompiledCircuit, compile_circuit
+from .inference import CircuitLayer, PlanLayer, PackedPlan
+from .export import circuit_to_c, CompiledCircuit, compile_circuit, PackedInput
 
 _all_ = ['GATE_NAMES', 'RELAXED_GATES', 'gate_truth_table', 'relaxed_gates', 'relaxed_gate',
          'reference_layer', 'reference_group_sum', 'random_connections', 'unique_connections',
          'GATE_COEFFICIENTS', 'gate_coefficients', 'logic_layer', 'LogicLayer', 'GroupSum',
          'fit_thresholds', 'binarize', 'Binarize', 'GATE_FORMS', 'check_bits', 'LogicCircuit',
          'pack_bits', 'unpack_bits', 'packed_plan', 'count_groups_packed', 'packed_forward',
-         'circuit_to_c', 'CompiledCircuit', 'compile_circuit']
+         'circuit_to_c', 'CompiledCircuit', 'compile_circuit', 'CircuitLayer', 'PlanLayer',
+         'PackedPlan', 'PackedInput']

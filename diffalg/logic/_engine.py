@@ -9,6 +9,7 @@ __all__ = ['GATE_COEFFICIENTS', 'gate_coefficients', 'logic_layer']
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+from torch._subclasses.fake_tensor import is_fake
 from ..checks import check_tensor
 from .gates import gate_truth_table
 
@@ -19,6 +20,19 @@ def _coefficients_from_truth_table(t):
     return torch.stack([t00, t10 - t00, t01 - t00, t11 - t10 - t01 + t00], -1)
 
 GATE_COEFFICIENTS = _coefficients_from_truth_table(gate_truth_table(torch.float64))  # (16, 4)
+_GATE_ROWS = tuple(map(tuple, GATE_COEFFICIENTS.tolist()))   # the same, as Python numbers
+_TABLES = {}                                                 # (device, dtype) -> the table
+
+def _gate_table(like):
+    """`GATE_COEFFICIENTS` in the dtype and on the device of `like`: cached, so that a step makes
+    no host-to-device copy; made afresh while tracing (torch.compile, fake tensors)."""
+    tracing = torch.compiler.is_compiling() or is_fake(like)
+    table = None if tracing else _TABLES.get((like.device, like.dtype))
+    if table is None:
+        table = torch.tensor(_GATE_ROWS, dtype=like.dtype, device=like.device)
+        if not (tracing or is_fake(table)):
+            _TABLES[(like.device, like.dtype)] = table
+    return table
 
 def gate_coefficients(probs):
     "Coefficients (..., 4) of 1, a, b, ab of the mixture of gates with probabilities `probs`."
@@ -26,7 +40,7 @@ def gate_coefficients(probs):
     if probs.shape[-1] != 16:
         raise ValueError("`probs` must have 16 entries in its last dimension (one per gate), "
                          f"got shape {tuple(probs.shape)}")
-    return probs @ GATE_COEFFICIENTS.to(probs)
+    return probs @ _gate_table(probs)
 
 # %% ../../nbs/05_logic/05_fast_layer.ipynb #06cdb8ad
 def _dot_rows(u, v):
@@ -36,8 +50,11 @@ def _dot_rows(u, v):
 def _fan_in(indices, n_in: int):
     """For flat input indices (2n,): (rows sorted by the input they read, start of each input's
     run (n_in,)), so that `embedding_bag` sums every input's gradient rows."""
+    indices = indices.long()
     order = torch.argsort(indices, stable=True)
-    counts = torch.bincount(indices, minlength=n_in)
+    # counts of a fixed size n_in (bincount's size depends on the values: torch.compile can't)
+    counts = torch.zeros(n_in, dtype=torch.long, device=indices.device)
+    counts.scatter_add_(0, indices, torch.ones_like(indices))
     return order, torch.cumsum(counts, 0) - counts
 
 # %% ../../nbs/05_logic/05_fast_layer.ipynb #af83fe94
@@ -104,7 +121,9 @@ def _logic_layer_nograd(x, indices, coef):
 
 def logic_layer(x, indices, coef, grad_factor: float = 1.0):
     "Relaxed logic layer: `x` (batch, in), `indices` (2, n) input pairs, `coef` (n, 4): (batch, n)"
-    check_tensor(x, "x", min_dim=2)
+    check_tensor(x, "x", min_dim=2); check_tensor(coef, "coef", min_dim=2)
+    if check_tensor(indices, "indices", floating=False).dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"`indices` must be an int32 or int64 tensor, got dtype {indices.dtype}")
     if x.dim() != 2:
         raise ValueError(f"`x` must be 2-dimensional (batch, features), got shape {tuple(x.shape)}")
     if indices.dim() != 2 or indices.shape[0] != 2 or coef.shape != (indices.shape[1], 4):

@@ -9,7 +9,8 @@ __all__ = ['LogicLayer', 'GroupSum']
 import torch
 from ..checks import check_tensor, check_int, check_positive, check_choice
 from .reference import random_connections, unique_connections
-from ._engine import GATE_COEFFICIENTS, gate_coefficients, _fan_in
+from torch._subclasses.fake_tensor import is_fake
+from ._engine import gate_coefficients, _fan_in, _gate_table
 from ._engine import _LogicLayerFunction, _logic_layer_nograd
 
 # %% ../../nbs/05_logic/03_modules.ipynb #098edd78
@@ -68,7 +69,7 @@ class LogicLayer(torch.nn.Module):
         "(out_dim, 4) coefficients of 1, a, b, ab: softmax mixture (train), argmax gate (eval)"
         if self.training:
             return gate_coefficients(torch.softmax(self.weights, -1))
-        return GATE_COEFFICIENTS.to(self.weights)[self.weights.argmax(-1)]
+        return _gate_table(self.weights)[self.weights.argmax(-1)]
 
     def gates(self):
         "(out_dim,) index of each neuron's most probable gate (the discretized circuit)."
@@ -88,7 +89,9 @@ class LogicLayer(torch.nn.Module):
         return y if len(lead) == 1 else y.reshape(*lead, self.out_dim)
 
     def _fan_in(self, idx):
-        "`_fan_in` of the connections, cached until `indices` is replaced or edited in place."
+        "`_fan_in` of the connections, cached until `indices` changes (not while tracing)."
+        if torch.compiler.is_compiling() or is_fake(idx):
+            return _fan_in(idx, self.in_dim)
         c = getattr(self, "_fan_in_cache", None)
         if c is None or c[0] is not self.indices or c[1] != self.indices._version:
             c = (self.indices, self.indices._version, _fan_in(idx, self.in_dim))
