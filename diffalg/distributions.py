@@ -9,7 +9,7 @@ __all__ = ['Distribution', 'Logistic', 'LogisticART', 'Gaussian', 'Laplace', 'Ca
 # %% ../nbs/01_intro/02_distributions.ipynb #162a2f5f
 import math
 import torch
-from .checks import check_tensor, check_positive, check_choice
+from .checks import check_tensor, check_positive, check_choice, reads_values
 
 # %% ../nbs/01_intro/02_distributions.ipynb #791bb5cb
 class Distribution:
@@ -25,9 +25,12 @@ class Distribution:
         return self._cdf(x * steepness)
     def _dstep(self, x, steepness):
         """d/dx F(steepness * x) = steepness f(steepness x) without argument checks (by
-        autograd for a subclass that overrides `_step` only)."""
+        autograd for a subclass that overrides `_step` only; by torch.func while compiling)."""
         if type(self)._step is Distribution._step:
             return self._pdf(x * steepness) * steepness
+        if torch.compiler.is_compiling():   # forward mode by torch.func, which the compiler traces
+            step = lambda z: self._step(z, steepness)
+            return torch.func.jvp(step, (x.detach(),), (torch.ones_like(x),))[1].detach()
         with torch.enable_grad():
             z = x.detach().requires_grad_()
             return torch.autograd.grad(self._step(z, steepness), z, torch.ones_like(z))[0]
@@ -61,9 +64,10 @@ def _in_working_precision(fn, x):
     return fn(x)
 
 def _checked_input(x):
-    "Check that `x` is a floating tensor without NaN (infinities are fine: F(+-inf) is 1, 0)."
+    """Check that `x` is a floating tensor without NaN (infinities are fine: F(+-inf) is 1, 0);
+    the NaN check reads values, so it runs where `reads_values(x)` allows."""
     check_tensor(x, "x")
-    if bool(torch.isnan(x).any()):
+    if reads_values(x) and bool(torch.isnan(x).any()):
         raise ValueError("`x` contains NaN")
     return x
 

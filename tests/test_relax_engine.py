@@ -72,7 +72,7 @@ def test_engine_imports_nothing_from_the_package():
     tree = ast.parse(inspect.getsource(engine))
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module or "." for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert imported == {"torch"}
+    assert "torch" in imported and all(m.split(".")[0] == "torch" for m in imported)
 
 
 def test_neighbour_order_is_the_window_without_its_centre():

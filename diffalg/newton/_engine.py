@@ -5,6 +5,8 @@ __all__ = []
 
 # %% ../../nbs/06_newton/06_how_it_is_made_fast.ipynb #b6f2a8c4
 import torch
+from torch._subclasses.fake_tensor import is_fake
+from ..checks import reads_values
 
 # %% ../../nbs/06_newton/06_how_it_is_made_fast.ipynb #d4b057ea
 def _check_loss_value(out, B):
@@ -17,9 +19,9 @@ def _check_loss_value(out, B):
     if not out.is_floating_point():
         raise TypeError("`loss_fn(y)` must return a floating-point tensor, "
                         f"got dtype {out.dtype}")
-    if not bool(torch.isfinite(out).all()):
+    if reads_values(out) and not bool(torch.isfinite(out).all()):
         raise ValueError("`loss_fn(y)` returned non-finite values (NaN or inf)")
-    if not out.requires_grad:
+    if not out.requires_grad and not torch.compiler.is_compiling():
         raise ValueError("`loss_fn(y)` does not depend differentiably on `y` "
                          "(its result needs no gradient)")
     return out
@@ -27,14 +29,21 @@ def _check_loss_value(out, B):
 def _loss_and_grads(y, loss_fn, create_graph=False):
     "Evaluate `loss_fn` at a detached copy of `y`: (leaf copy, loss values, gradients (B, m))."
     B = y.shape[0]
+    if torch.compiler.is_compiling():             # no leaf: the gradients come from torch.func
+        return (None,) + _traced_derivatives(y, loss_fn)[:2]
     leaf = y.detach().requires_grad_(True)
     with torch.enable_grad():
         out = _check_loss_value(loss_fn(leaf), B)
         g, = torch.autograd.grad(out.sum(), leaf, create_graph=create_graph)
         g = g.reshape(B, -1)
-    if not bool(torch.isfinite(g).all()):
+    if reads_values(g) and not bool(torch.isfinite(g).all()):
         raise ValueError("the gradient of `loss_fn` at `y` is not finite (NaN or inf)")
     return leaf, out, g
+
+def _reads_flags(x) -> bool:
+    """Whether an algorithm may read `x` on the host to choose a branch (stop iterating, fall
+    back): eager, a CPU tensor with values. Otherwise it takes a branch-free form."""
+    return not torch.compiler.is_compiling() and x.device.type == "cpu" and not is_fake(x)
 
 def _working(t):
     "Half-precision tensors in float32 for the linear algebra (which needs at least float32)."
@@ -70,6 +79,9 @@ def _fd_hessian_blocks(y, loss_fn, B, m):
 
 def _hessian(y, loss_fn, B, m, method):
     "The Hessian blocks (B, m, m), detached: 'exact' (double backward) or 'finite_difference'."
+    if torch.compiler.is_compiling() and method == "exact":
+        _, g, hvp = _traced_derivatives(y, loss_fn)
+        return _traced_blocks(hvp, g)
     with torch.enable_grad():  # also under torch.no_grad()
         if method == "finite_difference":
             return _fd_hessian_blocks(y, loss_fn, B, m).detach()
@@ -100,7 +112,7 @@ def _batched_cg(matvec, b, tikhonov, max_iter, tol):
         r = r - alpha[:, None] * Ap
         rs_new = (r * r).sum(1)
         active = active & (rs_new.sqrt() > stop)
-        if not bool(active.any()):
+        if _reads_flags(active) and not bool(active.any()):
             break
         safe_rs = torch.where(rs > 0, rs, torch.ones_like(rs))
         beta = torch.where(active, rs_new / safe_rs, torch.zeros_like(rs))
@@ -121,18 +133,18 @@ def _cg_step(leaf, g, tikhonov, max_iter, tol):
 # %% ../../nbs/06_newton/06_how_it_is_made_fast.ipynb #2c13d7b4
 def _dense_step(H, g, tikhonov):
     "Solve (H_i + tikhonov I) d_i = g_i for all samples (NaN where the matrix is singular)."
-    if not bool(torch.isfinite(H).all()):
+    if reads_values(H) and not bool(torch.isfinite(H).all()):
         raise ValueError("the Hessian of `loss_fn` at `y` is not finite (NaN or inf)")
     H = _working(H)
     eye = torch.eye(H.shape[-1], dtype=H.dtype, device=H.device)
-    try:
-        rhs = _working(g.detach()).unsqueeze(-1)
-        return torch.linalg.solve(H + tikhonov * eye, rhs).squeeze(-1)
-    except RuntimeError:  # torch.linalg.LinAlgError: exactly singular on the CPU
-        return torch.full_like(g, float("nan"))
+    rhs = _working(g.detach()).unsqueeze(-1)
+    d, info = torch.linalg.solve_ex(H + tikhonov * eye, rhs)   # `info` is not read on the host
+    return torch.where((info == 0)[:, None], d.squeeze(-1), float("nan"))
 
 def _hessian_step(y, loss_fn, B, m, tikhonov, method, cg_max_iter, cg_tol):
     "Hessian step for checked arguments: (d (shape of y), loss values), both detached."
+    if torch.compiler.is_compiling():
+        return _traced_hessian_step(y, loss_fn, B, m, tikhonov, method, cg_max_iter, cg_tol)
     with torch.enable_grad():  # also under torch.no_grad()
         fd = method == "finite_difference"
         leaf, out, g = _loss_and_grads(y, loss_fn, create_graph=not fd)
@@ -149,7 +161,7 @@ def _hessian_step(y, loss_fn, B, m, tikhonov, method, cg_max_iter, cg_tol):
         else:
             H = _fd_hessian_blocks(y, loss_fn, B, m) if fd else _hessian_blocks(leaf, g)
             d = _dense_step(H, g, tikhonov)
-    if not bool(torch.isfinite(d).all()):
+    if reads_values(d) and not bool(torch.isfinite(d).all()):
         raise ValueError("the Newton step is not finite: H + tikhonov*I is singular at `y`; "
                          "use a larger `tikhonov`")
     return d.detach().to(y.dtype).reshape(y.shape), out.detach()
@@ -158,10 +170,22 @@ def _hessian_step(y, loss_fn, B, m, tikhonov, method, cg_max_iter, cg_tol):
 def _spd_solve(A, rhs, floor):
     "A^-1 rhs for a symmetric A >= floor * I: Cholesky, or eigenvalues clamped at `floor`."
     L, info = torch.linalg.cholesky_ex(A)
+    if not _reads_flags(info):
+        return _spd_solve_unread(A, rhs, floor, L, info)
     if int(info) == 0:
         return torch.cholesky_solve(rhs, L)
     w, V = torch.linalg.eigh(A)  # rounding broke the factorization
     return V @ ((V.T @ rhs) / w.clamp_min(floor)[:, None])
+
+def _spd_solve_unread(A, rhs, floor, L, info):
+    """`_spd_solve` without reading `info` (compiled, on a GPU): where rounding broke the
+    factorization, that of A + floor * I (`eigh` would wait for the GPU); triangular solves."""
+    def solve(L):
+        return torch.linalg.solve_triangular(L.mT, torch.linalg.solve_triangular(
+            L, rhs, upper=False), upper=True)
+    eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+    L_shifted = torch.linalg.cholesky_ex(A + floor * eye)[0]
+    return torch.where(info == 0, solve(L), solve(L_shifted))
 
 def _fisher_precondition(g, tikhonov):
     "Rows (F + tikhonov I)^-1 g_i for gradients `g` (B, ...) and their empirical Fisher F."
@@ -187,3 +211,38 @@ class _InjectGradient(torch.autograd.Function):
         direction, = ctx.saved_tensors
         scale = grad_out.reshape(grad_out.shape + (1,) * (direction.dim() - grad_out.dim()))
         return scale * direction, None, None
+
+# %% ../../nbs/06_newton/06_how_it_is_made_fast.ipynb #6c1f8042
+def _summed(loss_fn, B):
+    "z -> (sum of the checked losses at z, the losses): what torch.func differentiates."
+    def total(z):
+        out = _check_loss_value(loss_fn(z), B)
+        return out.sum(), out
+    return total
+
+def _traced_derivatives(y, loss_fn):
+    """The derivatives under torch.compile, by torch.func: (loss values, gradients g (B, m),
+    hvp: v (B, m) -> H_i v_i for every sample at once)."""
+    B = y.shape[0]
+    grad_fn = torch.func.grad(_summed(loss_fn, B), has_aux=True)    # z -> (g, losses)
+    g, vjp, out = torch.func.vjp(grad_fn, y.detach(), has_aux=True)
+    return out, g.reshape(B, -1), lambda v: vjp(v.reshape(y.shape))[0].reshape(B, -1)
+
+def _traced_blocks(hvp, g):
+    "The Hessian blocks (B, m, m) from m Hessian-vector products with the columns e_j."
+    (B, m), eye = g.shape, torch.eye(g.shape[1], dtype=g.dtype, device=g.device)
+    H = torch.stack([hvp(eye[j].expand(B, m)) for j in range(m)], dim=1)
+    return 0.5 * (H + H.transpose(1, 2))
+
+def _traced_hessian_step(y, loss_fn, B, m, tikhonov, method, cg_max_iter, cg_tol):
+    "`_hessian_step` under torch.compile: the same steps, the derivatives by torch.func."
+    out, g, hvp = _traced_derivatives(y, loss_fn)
+    if method == "auto":
+        method = "exact" if m <= 64 else "cg"
+    if method == "cg":
+        d = _batched_cg(hvp, g, tikhonov, cg_max_iter or m, cg_tol)
+    else:
+        fd = method == "finite_difference"
+        H = _fd_hessian_blocks(y, loss_fn, B, m) if fd else _traced_blocks(hvp, g)
+        d = _dense_step(H, g, tikhonov)
+    return d.detach().to(y.dtype).reshape(y.shape), out.detach()

@@ -29,6 +29,8 @@ def _resolve_tikhonov(tikhonov=None, lam=None, lambda_=None):
         if value.numel() != 1:
             raise ValueError(f"`{name}` must be a single number, "
                              f"got a tensor of shape {tuple(value.shape)}")
+        if torch.compiler.is_compiling():         # a 0-d tensor, not read on the host
+            return check_positive(value.reshape(()), name)
         value = value.item()
     return float(check_positive(value, name))
 

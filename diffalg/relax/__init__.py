@@ -3,15 +3,18 @@
 # %% auto #0
 __all__ = ['T_NORMS', 'ARGMIN_METHODS', 't_norm', 't_conorm', 'Relaxation', 'knockout', 'NEIGHBOURS', 'bubble_sort', 'argmax',
            'levenshtein', 'shortest_path', 'bubble_sort_program', 'shortest_path_program', 'TERRAINS', 'terrain_maps',
-           'TerrainCostNet']
+           'TerrainCostNet', 'BubbleSortResult', 'ArgmaxResult', 'KnockoutResult', 'ShortestPathResult']
 
 # %% ../../nbs/02_relaxation/index.ipynb #b4cc5ee4
 from .program import T_NORMS, ARGMIN_METHODS, t_norm, t_conorm, Relaxation
 from .algorithms import NEIGHBOURS, bubble_sort, argmax, levenshtein, shortest_path
 from .algorithms import bubble_sort_program, shortest_path_program, knockout
+from .algorithms import BubbleSortResult, ArgmaxResult, KnockoutResult
+from .algorithms import ShortestPathResult
 from .terrain import TERRAINS, terrain_maps, TerrainCostNet
 
 _all_ = ['T_NORMS', 'ARGMIN_METHODS', 't_norm', 't_conorm', 'Relaxation', 'knockout',
          'NEIGHBOURS', 'bubble_sort', 'argmax', 'levenshtein', 'shortest_path',
          'bubble_sort_program', 'shortest_path_program', 'TERRAINS', 'terrain_maps',
-         'TerrainCostNet']
+         'TerrainCostNet', 'BubbleSortResult', 'ArgmaxResult', 'KnockoutResult',
+         'ShortestPathResult']

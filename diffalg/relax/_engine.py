@@ -7,6 +7,7 @@ __all__ = []
 
 # %% ../../nbs/02_relaxation/07_how_it_is_made_fast.ipynb #1edc2018
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 # %% ../../nbs/02_relaxation/07_how_it_is_made_fast.ipynb #28299675
 def _swap_rows(R, a, b):
@@ -117,6 +118,12 @@ def _all_but_one_product(q):
     right = torch.cat([q[..., 1:], ones], -1).flip(-1).cumprod(-1).flip(-1)
     return left * right
 
+# %% ../../nbs/02_relaxation/07_how_it_is_made_fast.ipynb #b8d4fa12
+def _stops_early(x) -> bool:
+    """Whether a loop may read the values of `x` (e.g. P(still running)) to stop before its last
+    iteration: in eager mode, for a CPU tensor with values. Otherwise it runs every iteration."""
+    return not torch.compiler.is_compiling() and x.device.type == "cpu" and not is_fake(x)
+
 # %% ../../nbs/02_relaxation/07_how_it_is_made_fast.ipynb #846f659a
 def _bubble_forward(x, R, epsilon):
     """The forward of `_BubbleSort` for x (B, n): (expected rows, expected swaps, trace), the
@@ -141,7 +148,7 @@ def _bubble_forward(x, R, epsilon):
         acc_rows.addcmul_(stop.view(B, 1, 1), rows)
         acc_swaps.addcmul_(stop, swaps)
         states.append((rows, swaps)); stops.append(stop); masks.append(mask); qs.append(q)
-        if t == n or not bool((alive > 0).any()):
+        if t == n or (_stops_early(alive) and not bool((alive > 0).any())):
             break
         m = n - 1 - t
         if m == 0:
@@ -275,7 +282,7 @@ def _spread(flow, index):
     """Adjoint of the gather: the flow (N, 9, H*W) of cell v towards offset k is added up at
     v + offset k; one scatter-add."""
     N, _, n_cells = flow.shape
-    return flow.new_zeros(N, n_cells + 1).index_add(-1, index, flow.reshape(N, -1))[:, :n_cells]
+    return flow.new_zeros(N, n_cells + 1).index_add(-1, index, flow.flatten(1))[:, :n_cells]
 
 # %% ../../nbs/02_relaxation/07_how_it_is_made_fast.ipynb #1aeaaf51
 def _bellman_ford_rounds(c, R, valid, index, source, n_iter, method):
@@ -285,7 +292,7 @@ def _bellman_ford_rounds(c, R, valid, index, source, n_iter, method):
     for _ in range(n_iter):
         best = R.min(_neighbours(d, index), dim=1, mask=valid, method=method)
         new = torch.where(source, c, best + c)
-        if R.hard and torch.equal(new, d):
+        if R.hard and _stops_early(d) and torch.equal(new, d):
             break
         d = new
     return d
@@ -304,7 +311,7 @@ def _traceback(d, R, valid, index, source, n_trace, trace_method):
     for _ in range(n_trace):
         mass = _spread(mass.unsqueeze(1) * pred, index)           # mass at v flows to v + (dy, dx)
         path = R.or_(path, mass)
-        if R.hard and bool((mass[:, 0] == 1).all()):
+        if R.hard and _stops_early(mass) and bool((mass[:, 0] == 1).all()):
             break
     return path
 
@@ -316,3 +323,14 @@ def _bellman_ford(c, R, H, W, n_iter, n_trace, method, trace_method):
     source[0] = True
     d = _bellman_ford_rounds(c, R, valid, index, source, n_iter, method)
     return d, _traceback(d, R, valid, index, source, n_trace, trace_method)
+
+# %% ../../nbs/02_relaxation/07_how_it_is_made_fast.ipynb #04b8de56
+def _result_dtype(a, b):
+    """`torch.result_type(a, b)` for two real tensors, in operations torch.compile traces: a
+    0-d tensor yields to a dimensioned one unless its category (bool, integer, float) is higher."""
+    def category(t):
+        return 2 if t.is_floating_point() else int(t.dtype != torch.bool)
+    if (a.dim() == 0) == (b.dim() == 0):
+        return torch.promote_types(a.dtype, b.dtype)
+    big, small = (a, b) if b.dim() == 0 else (b, a)
+    return big.dtype if category(small) <= category(big) else small.dtype

@@ -11,7 +11,7 @@ import numbers
 import torch
 from ..checks import check_tensor, check_positive, check_int, check_choice
 from ..distributions import get_distribution
-from ._engine import _tournament
+from ._engine import _tournament, _stops_early, _result_dtype
 
 # %% ../../nbs/02_relaxation/01_programs.ipynb #81aaa8a3
 T_NORMS = {
@@ -171,7 +171,7 @@ def gt(self: Relaxation, a, b):
     "P(a > b) = F(steepness * (a - b)); hard: 1.0 where a > b, else 0.0."
     a, b = self._operands(a, b)
     if self.hard:
-        return (a > b).to(torch.result_type(a, b))
+        return (a > b).to(_result_dtype(a, b))
     return self.distribution._step(a - b, self.steepness)
 
 @patch
@@ -179,7 +179,7 @@ def ge(self: Relaxation, a, b):
     "P(a >= b) (equal to `gt` when relaxed); hard: 1.0 where a >= b."
     a, b = self._operands(a, b)
     if self.hard:
-        return (a >= b).to(torch.result_type(a, b))
+        return (a >= b).to(_result_dtype(a, b))
     return self.distribution._step(a - b, self.steepness)
 
 @patch
@@ -198,7 +198,7 @@ def eq(self: Relaxation, a, b):
     "Relaxed a == b: 4 F(s (a - b)) (1 - F(s (a - b))), 1 at equality; hard: 1.0 where a == b."
     a, b = self._operands(a, b)
     if self.hard:
-        return (a == b).to(torch.result_type(a, b))
+        return (a == b).to(_result_dtype(a, b))
     f = self.distribution._step(a - b, self.steepness)
     return 4 * f * (1 - f)
 
@@ -246,7 +246,8 @@ def if_(self: Relaxation, condition, state, then, else_=None):
 def while_(self: Relaxation, condition, body, state, max_iter: int = 100, epsilon: float = 1e-6):
     """Expected state of `while condition(state): state = body(state, t)` over the iteration at
     which the loop stops; at most `max_iter` iterations, per-item early exit once
-    P(still running) <= `epsilon`."""
+    P(still running) <= `epsilon` (eager on the CPU; compiled or on a GPU it runs all
+    `max_iter` iterations, with the same result where the body stays finite)."""
     if not callable(condition) or not callable(body):
         raise TypeError("`condition` and `body` must be functions "
                         "(state -> probability, (state, t) -> state)")
@@ -265,7 +266,7 @@ def while_(self: Relaxation, condition, body, state, max_iter: int = 100, epsilo
             stop = (1 - running) if alive is None else alive - running
             alive = running
         acc = _state_add(acc, stop, state, self.hard)
-        if t == max_iter or not bool((alive > 0).any()):
+        if t == max_iter or (_stops_early(alive) and not bool((alive > 0).any())):
             break
         state = _call_body(body, state, t)
     return acc
