@@ -56,6 +56,7 @@ FULL = {
     "logic": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_logic.py --block 5 --repeats 10",
     "newton": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_newton.py --cnn",
     "cpu_effects": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_cpu_effects.py",
+    "compile": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_compile.py",
     "ranking_scale5": "OMP_WAIT_POLICY=PASSIVE python benchmarks/ranking_table.py --scale 5",
     "before_after": "python benchmarks/compare_trees.py OLD_TREE NEW_TREE",
 }

@@ -275,3 +275,126 @@ def history(data, comparisons=None, value="ratio", fmt="{:.2f}", cases=None, by=
     out = out[sorted(out.columns, key=lambda c: int(c.split()[1]))]
     display(out.style.set_table_styles(NOWRAP))
     display(pd.DataFrame(runs).style.hide(axis="index").set_table_styles(NOWRAP))
+
+
+# ------------------------------------------------------------------ compiled against eager
+def us(field):
+    "A column function: `field` (seconds) of the row in microseconds, or None where missing."
+    def get(row):
+        v = row.get(field)
+        return None if v is None or v != v else 1e6 * v
+    return get
+
+
+def yes_no(value):
+    return {True: "yes", False: "no"}.get(value, DASH)
+
+
+COMPILE_COLUMNS = [("operator", "operator", None), ("graph_breaks", "breaks", "{:.0f}"),
+                   ("fullgraph", "one graph", yes_no),
+                   ("compiled_compile_s", "compile s", "{:.1f}"),
+                   (ms("eager_s"), "eager ms", "{:.3g}"),
+                   (ms("compiled_s"), "compiled ms", "{:.3g}"),
+                   ("ratio", "ratio", "{:.2f}")]
+VALIDATION_COLUMNS = [("operator", "operator", None), ("shape", "input", None),
+                      (us("validate_off_s"), "off µs", "{:.1f}"),
+                      (us("validate_default_s"), "default µs", "{:.1f}"),
+                      (us("validate_on_s"), "on µs", "{:.1f}"),
+                      ("default_overhead", "default", "{:+.0%}"), ("on_overhead", "on", "{:+.0%}")]
+
+
+def _column(df, name):
+    return df[name] if name in df else pd.Series([None] * len(df), index=df.index, dtype=object)
+
+
+def compile_summary(comp):
+    "One paragraph on the compile table: how many operators compile whole, and the ratios."
+    if not len(comp):
+        return "No run is recorded yet: the command above makes one."
+    whole = int(_column(comp, "fullgraph").eq(True).sum())
+    clean = int(_column(comp, "graph_breaks").eq(0).sum())
+    text = (f"Of the {len(comp)} operators measured, {whole} compile as one graph "
+            f"(`fullgraph=True`, forward and backward) and {clean} have no graph break in "
+            f"their forward pass.")
+    r = comp[_column(comp, "ratio").notna()].set_index("operator")["ratio"] if "ratio" in comp \
+        else pd.Series(dtype=float)
+    if len(r):
+        text += (f" Compiled, {int((r < 1).sum())} of the {len(r)} timed run faster than eager and "
+                 f"{int((r > 1.05).sum())} more than 5% slower; the ratio compiled / eager goes "
+                 f"from {r.min():.2f} ({r.idxmin()}) to {r.max():.2f} ({r.idxmax()}), median "
+                 f"{r.median():.2f}.")
+    failed = comp[_column(comp, "error").notna()].operator.tolist()
+    if failed:
+        text += f" Not measured (see below): {', '.join(failed)}."
+    return text
+
+
+def ratio_bars(comp):
+    "compiled / eager per operator on a log axis, coloured by whether it compiled as one graph."
+    d = comp[_column(comp, "ratio").notna()] if len(comp) else comp
+    if not len(d):
+        return
+    fig, ax = plt.subplots(figsize=(7.5, 1.3 + 0.26 * len(d)), layout="constrained")
+    y = list(range(len(d)))[::-1]
+    whole = _column(d, "fullgraph").eq(True).tolist()
+    colors = ["C0" if w else "C3" for w in whole]
+    ax.hlines(y, 1.0, d.ratio, colors=colors, lw=2)
+    for w, label in ((True, "inductor, one graph"), (False, "inductor, with graph breaks")):
+        pick = [i for i, v in enumerate(whole) if v == w]
+        ax.plot(d.ratio.iloc[pick], [y[i] for i in pick], "o", color="C0" if w else "C3",
+                label=label)
+    if _column(d, "aot_eager_ratio").notna().any():
+        ax.plot(d.aot_eager_ratio, y, "s", mfc="none", color="gray", label="aot_eager")
+    ax.axvline(1.0, color="gray", lw=0.8)
+    ax.set_xscale("log")
+    ax.set(yticks=y, ylim=(-0.7, len(d) - 0.3), xlabel="compiled / eager (below 1: faster)",
+           title="compiled time over eager time, per call")
+    ax.set_yticklabels(d.operator)
+    low, high = ax.get_xlim()
+    if high / low < 1e3:
+        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.legend(loc="outside lower center", ncol=3, frameon=False)
+    plt.show()
+
+
+def break_table(comp):
+    "The reasons of the graph breaks and of the failed `fullgraph=True` attempts, per operator."
+    if not len(comp):
+        return
+    broken = comp[~_column(comp, "fullgraph").eq(True) | ~_column(comp, "graph_breaks").eq(0)
+                  | _column(comp, "error").notna()]
+    if not len(broken):
+        display(Markdown("Every operator measured compiles as one graph, with no graph break."))
+        return
+
+    def reasons(row):
+        found = row.get("break_reasons")
+        return "; ".join(found[:2]) if isinstance(found, list) and found else \
+            row.get("explain_error")
+
+    def error(row):
+        parts = [row.get(k) for k in ("error", "compiled_fullgraph_error", "compiled_error")]
+        return "; ".join(p for p in parts if isinstance(p, str)) or None
+    table(None, [("operator", "operator", None), ("graph_breaks", "breaks", "{:.0f}"),
+                 (reasons, "first reasons (explain)", None),
+                 (error, "error of fullgraph=True", None)], df=broken,
+          wrap=["first reasons (explain)", "error of fullgraph=True"])
+
+
+def validation_summary(val):
+    "One sentence on the validation table: the median and largest overhead of the default."
+    v = val.set_index("operator") if len(val) else val
+    over = v["default_overhead"].dropna() if "default_overhead" in v else pd.Series(dtype=float)
+    if not len(over):
+        return "No validation cost is recorded yet."
+    extra = 1e6 * (v.validate_default_s - v.validate_off_s).dropna()
+    text = (f"At these sizes the default setting adds a median of {over.median():.0%} "
+            f"({extra.median():.1f} µs) to an eager forward call over `False`, at most "
+            f"{over.max():.0%} ({over.idxmax()}).")
+    failed = [k for k in v.index if k not in over.index]
+    if failed:
+        text += f" Not measured: {', '.join(failed)}."
+    return text
