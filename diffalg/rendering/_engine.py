@@ -7,25 +7,35 @@ __all__ = ['coverage_margin']
 import math
 import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint
-from ..checks import check_positive
+from torch._subclasses.fake_tensor import unset_fake_temporarily
+from .camera import _positive
 from ..distributions import get_distribution
 
 # %% ../../nbs/04_rendering/09_how_it_is_made_fast.ipynb #53e9688c
 def coverage_margin(distribution, tau: float, squared: bool = False, eps: float = 1e-4) -> float:
     "Screen distance beyond which the coverage F(-d/tau) (or F(-d^2/tau)) is below `eps`."
     dist = get_distribution(distribution)
-    check_positive(tau, "tau")
-    check_positive(eps, "eps")
+    _positive(tau, "tau")
+    _positive(eps, "eps")
     if not eps < 0.5:
         raise ValueError(f"`eps` must be in (0, 0.5), got {eps}")
-    x = -torch.logspace(-4, 12, 800, dtype=torch.float64)          # candidate |x| on a log grid
-    ok = dist._cdf(x) <= eps
-    if not bool(ok.any()):
-        xe = 1e12
-    else:
-        first = int(torch.nonzero(ok)[0])                          # smallest |x| with F(x) <= eps
-        xe = float(-x[first])
+    xe = _tail_point(dist, eps)
     return math.sqrt(xe * tau) if squared else xe * tau
+
+def _tail_point(dist, eps: float) -> float:
+    "The smallest |x| on a log grid with F(x) <= eps for x = -|x| (1e12 if none)."
+    with unset_fake_temporarily():          # real numbers even under FakeTensorMode
+        x = -torch.logspace(-4, 12, 800, dtype=torch.float64)      # candidate |x| on a log grid
+        ok = dist._cdf(x) <= eps
+        if not bool(ok.any()):
+            return 1e12
+        first = int(torch.nonzero(ok)[0])                          # smallest |x| with F(x) <= eps
+        return float(-x[first])
+
+# A number of the distribution, fixed while compiling: marked as
+# `torch.compiler.assume_constant_result` marks a function, without importing the compiler
+# (which would add a second and 70 MB to `import diffalg`).
+_tail_point._dynamo_marked_constant = True
 
 # %% ../../nbs/04_rendering/09_how_it_is_made_fast.ipynb #06fa9534
 def _bin_faces(tri_xy, valid, H, W, margin, tile):
@@ -84,8 +94,9 @@ def _tile_points(tiles, nty, ntx, tile, xs, ys, local):
 
 # %% ../../nbs/04_rendering/09_how_it_is_made_fast.ipynb #d6ce528a
 def _run_chunks(kernel, tiles, counts, slot, grid, xs, ys, chunk_elements, memory_limit,
-                tensors):
-    "Kernel values (n_nonempty, P, C) of the sorted tiles, in chunks of at most `chunk_elements`."
+                tensors, reentrant=True):
+    """Kernel values (n_nonempty, P, C) of the sorted tiles, in chunks of at most `chunk_elements`
+    (checkpointed, with `reentrant` checkpoints, above `memory_limit`)."""
     nty, ntx, tile = grid
     P = tile * tile
     local = torch.arange(tile, device=slot.device)
@@ -100,7 +111,7 @@ def _run_chunks(kernel, tiles, counts, slot, grid, xs, ys, chunk_elements, memor
         pts, bidx = _tile_points(tiles[s:e], nty, ntx, tile, xs, ys, local)
         idx = slot[s:e, :k]
         if use_ckpt:
-            pieces.append(_checkpoint(kernel, pts, idx, bidx, *tensors, use_reentrant=True))
+            pieces.append(_checkpoint(kernel, pts, idx, bidx, *tensors, use_reentrant=reentrant))
         else:
             pieces.append(kernel(pts, idx, bidx, *tensors))
         s = e
@@ -108,7 +119,7 @@ def _run_chunks(kernel, tiles, counts, slot, grid, xs, ys, chunk_elements, memor
 
 # %% ../../nbs/04_rendering/09_how_it_is_made_fast.ipynb #ea79de45
 def _tiled(kernel, B, H, W, margin, tile, tri_xy, valid, fill, chunk_elements, memory_limit,
-           dtype, device, tensors=()):
+           dtype, device, tensors=(), reentrant=True):
     """Evaluate `kernel(points, face_idx, batch_idx, *tensors) -> (n, P, C)` by tiles: (B, H, W, C).
 
     `tensors` are the differentiable inputs of `kernel` (passed explicitly so that checkpointed
@@ -125,7 +136,7 @@ def _tiled(kernel, B, H, W, margin, tile, tri_xy, valid, fill, chunk_elements, m
     else:
         tiles_sorted, counts, slot = _tile_table(tile_id, face_id, n_tiles, device)
         vals = _run_chunks(kernel, tiles_sorted, counts, slot, (nty, ntx, tile), xs, ys,
-                           chunk_elements, memory_limit, tensors)
+                           chunk_elements, memory_limit, tensors, reentrant)
         out = out.index_copy(0, tiles_sorted, vals) if out.is_contiguous() else \
             out.contiguous().index_copy(0, tiles_sorted, vals)
     img = out.reshape(B, nty, ntx, tile, tile, C).permute(0, 1, 3, 2, 4, 5)
@@ -223,3 +234,60 @@ def _barycentric(points, tris, eps: float = 1e-30):
     safe = torch.where(area2.abs() > eps, area2, torch.full_like(area2, eps))
     wa, wb = cross(b - p, c - p) / safe, cross(c - p, a - p) / safe
     return torch.stack([wa, wb, 1 - wa - wb], -1)
+
+# %% ../../nbs/04_rendering/09_how_it_is_made_fast.ipynb #697aed76
+def _coverage(pts, idx, bidx, tri_xy, dist, tau, squared):
+    "Coverage (n, P, K), triangles (n, K, 3, 2) of points (n, P, 2), faces (n, K) (-1: none)."
+    mask = idx >= 0
+    fi = idx.clamp_min(0)
+    tris = tri_xy[bidx[:, None], fi]                                       # (n, K, 3, 2)
+    sd = _SignedDistance.apply(pts, tris, squared)
+    c = dist._step(sd, 1.0 / tau) * mask[:, None, :]
+    return c, tris, mask, fi
+
+def _silhouette_tiles(tri_xy, valid, H, W, dist, tconorm, tau, squared, margin, tile,
+                      chunk_elements, memory_limit, reentrant=True):
+    "Soft silhouettes (B, H, W) of screen triangles `tri_xy` (B, F, 3, 2) drawn where `valid`."
+    def kernel(pts, idx, bidx, tri_xy):
+        c, _, _, _ = _coverage(pts, idx, bidx, tri_xy, dist, tau, squared)
+        return tconorm.reduce(c, -1)[..., None]
+    fill = torch.zeros(1, dtype=tri_xy.dtype, device=tri_xy.device)
+    return _tiled(kernel, tri_xy.shape[0], H, W, margin, tile, tri_xy, valid, fill,
+                  chunk_elements, memory_limit, tri_xy.dtype, tri_xy.device, (tri_xy,),
+                  reentrant)[..., 0]
+
+def _hard_tiles(tri_xy, valid, H, W, tile):
+    "Hard silhouettes (B, H, W): 1 where a pixel centre is inside a drawn face (no gradient)."
+    def kernel(pts, idx, bidx):
+        _, inside, _ = _edge_terms(pts, tri_xy[bidx[:, None], idx.clamp_min(0)])
+        return (inside & (idx >= 0)[:, None, :]).any(-1, keepdim=True).to(tri_xy.dtype)
+    with torch.no_grad():
+        fill = torch.zeros(1, dtype=tri_xy.dtype, device=tri_xy.device)
+        return _tiled(kernel, tri_xy.shape[0], H, W, 0.0, tile, tri_xy, valid, fill,
+                      1 << 20, 1e12, tri_xy.dtype, tri_xy.device)[..., 0]
+
+# %% ../../nbs/04_rendering/09_how_it_is_made_fast.ipynb #7dc52302
+def _rgb_tiles(tri_xy, valid, inv_depth, face_col, bg, H, W, dist, tconorm, tau, squared, gamma,
+               near, far, margin, tile, chunk_elements, memory_limit, reentrant=True):
+    "RGBA images (B, H, W, 4) of screen triangles with 1/depth (B, F, 3), colours (B, F, 3, 3)."
+    def kernel(pts, idx, bidx, tri_xy, inv_depth, face_col):
+        c, tris, mask, fi = _coverage(pts, idx, bidx, tri_xy, dist, tau, squared)
+        alpha = tconorm.reduce(c, -1)
+        w = _barycentric(pts, tris).clamp_min(0)
+        w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)                   # clamped barycentrics
+        zinv = (w * inv_depth[bidx[:, None], fi][:, None]).sum(-1)           # (n, P, K)
+        z = (far - 1.0 / zinv.clamp_min(1.0 / far)) / (far - near)
+        logit = z / gamma
+        m = torch.where(mask[:, None, :], logit, torch.full_like(logit, -math.inf))
+        m = m.amax(-1, keepdim=True).detach()
+        ew = c * torch.exp(torch.where(mask[:, None, :], logit, m) - m)      # (n, P, K)
+        denom = ew.sum(-1, keepdim=True).clamp_min(1e-30)
+        fc = face_col[bidx[:, None], fi]                                     # (n, K, 3, 3)
+        pc = torch.einsum("npkj,nkjc->npkc", w, fc)                          # (n, P, K, 3)
+        rgb = torch.einsum("npk,npkc->npc", ew, pc) / denom
+        rgb = alpha[..., None] * rgb + (1 - alpha[..., None]) * bg
+        return torch.cat([rgb, alpha[..., None]], -1)
+    fill = torch.cat([bg, torch.zeros(1, dtype=tri_xy.dtype, device=tri_xy.device)])
+    return _tiled(kernel, tri_xy.shape[0], H, W, margin, tile, tri_xy, valid, fill,
+                  chunk_elements, memory_limit, tri_xy.dtype, tri_xy.device,
+                  (tri_xy, inv_depth, face_col), reentrant)

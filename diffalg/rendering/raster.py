@@ -4,16 +4,15 @@
 __all__ = ['render_silhouette', 'hard_silhouette', 'render_rgb', 'SoftRasterizer', 'coverage_margin']
 
 # %% ../../nbs/04_rendering/05_renderer.ipynb #048d470a
-import math
 import torch
 from ..checks import check_tensor, check_positive, check_int, check_choice
 from ..distributions import get_distribution
-from .camera import Camera
+from .camera import Camera, _positive
 from .mesh import face_normals
 from .tconorms import get_tconorm
-from .reference import _image_size, project_faces
-from ._engine import coverage_margin, _SignedDistance, _edge_terms
-from ._engine import _barycentric, _tiled
+from .reference import _image_size, _working_precision, project_faces
+from ._engine import coverage_margin
+from ._ops import _silhouette, _hard, _rgb
 
 # %% ../../nbs/04_rendering/05_renderer.ipynb #df5b4338
 _all_ = ["coverage_margin"]
@@ -23,12 +22,14 @@ class _Setup:
     "Checked arguments and projected geometry shared by the silhouette and RGB renderers."
     def __init__(self, vertices, faces, camera, image_size, tau, distribution, tconorm, p,
                  squared, eps, tile, cull_backfaces=False):
+        self.out_dtype = getattr(vertices, "dtype", None)         # the images' dtype
+        self.vertices = vertices = _working_precision(vertices)
         self.tri_xy, self.tri_depth, self.valid = project_faces(vertices, faces, camera,
                                                                 cull_backfaces)
         self.faces = faces.to(vertices.device)
         self.B = self.tri_xy.shape[0]
         self.H, self.W = _image_size(image_size)
-        check_positive(tau, "tau")
+        _positive(tau, "tau")
         self.dist = get_distribution(distribution)
         self.tconorm = get_tconorm(tconorm, p)
         self.tau, self.squared = tau, bool(squared)
@@ -39,20 +40,10 @@ class _Setup:
         self.tile = check_int(tile, "tile", minimum=1, maximum=256)
         self.dtype, self.device = vertices.dtype, vertices.device
 
-    def coverage(self, pts, idx, bidx, tri_xy):
-        "Coverage (n, P, K), triangles (n, K, 3, 2) of points (n, P, 2), faces (n, K) (-1: none)."
-        mask = idx >= 0
-        fi = idx.clamp_min(0)
-        tris = tri_xy[bidx[:, None], fi]                                   # (n, K, 3, 2)
-        sd = _SignedDistance.apply(pts, tris, self.squared)
-        c = self.dist._step(sd, 1.0 / self.tau) * mask[:, None, :]
-        return c, tris, mask, fi
-
-    def tiled(self, kernel, fill, chunk_elements, memory_limit, tensors):
-        "Run `kernel` over the tiles of the image (see `_tiled`)."
-        return _tiled(kernel, self.B, self.H, self.W, self.margin, self.tile, self.tri_xy,
-                      self.valid, fill, chunk_elements, memory_limit, self.dtype, self.device,
-                      tensors)
+    def args(self, *rest):
+        "The engine's arguments after the tensors: size, distribution, t-conorm, tau, ..."
+        return (self.H, self.W, self.dist, self.tconorm, self.tau, self.squared, *rest,
+                self.margin, self.tile)
 
 # %% ../../nbs/04_rendering/05_renderer.ipynb #5fd08b93
 def render_silhouette(vertices, faces, camera, image_size=64, tau: float = 0.01,
@@ -71,32 +62,25 @@ def render_silhouette(vertices, faces, camera, image_size=64, tau: float = 0.01,
     the margin when None), at most `chunk_elements` pixel-face pairs at a time, with checkpointing
     when the backward pass would keep more than about `memory_limit` bytes. `cull_backfaces` drops
     faces that are clockwise on screen (for closed, outward-oriented meshes the hard silhouette is
-    the same, at about half the cost).
+    the same, at about half the cost). The images have the dtype of `vertices` (float16, bfloat16,
+    float32 or float64; half precision is computed in float32).
     """
     S = _Setup(vertices, faces, camera, image_size, tau, distribution, tconorm, p, squared, eps,
                tile, cull_backfaces)
-    def kernel(pts, idx, bidx, tri_xy):
-        c, _, _, _ = S.coverage(pts, idx, bidx, tri_xy)
-        return S.tconorm.reduce(c, -1)[..., None]
-    fill = torch.zeros(1, dtype=S.dtype, device=S.device)
-    return S.tiled(kernel, fill, chunk_elements, memory_limit, (S.tri_xy,))[..., 0]
+    img = _silhouette(S.tri_xy, S.valid, *S.args(), chunk_elements, memory_limit)
+    return img.to(S.out_dtype)
 
 def hard_silhouette(vertices, faces, camera, image_size=64):
     "Hard rasterization (B, H, W): 1 where a pixel centre is inside a projected face (no gradient)."
     S = _Setup(vertices, faces, camera, image_size, 1.0, "uniform", "max", None, False, 0.25, 8)
-    def kernel(pts, idx, bidx):
-        _, inside, _ = _edge_terms(pts, S.tri_xy[bidx[:, None], idx.clamp_min(0)])
-        return (inside & (idx >= 0)[:, None, :]).any(-1, keepdim=True).to(S.dtype)
     with torch.no_grad():
-        fill = torch.zeros(1, dtype=S.dtype, device=S.device)
-        return _tiled(kernel, S.B, S.H, S.W, 0.0, S.tile, S.tri_xy.detach(), S.valid, fill,
-                      1 << 20, 1e12, S.dtype, S.device)[..., 0]
+        return _hard(S.tri_xy.detach(), S.valid, S.H, S.W, S.tile).to(S.out_dtype)
 
 # %% ../../nbs/04_rendering/05_renderer.ipynb #4eac2ddb
 def _rgb_inputs(S, vertices, camera, colors, gamma, light_direction, ambient, diffuse,
                 background):
     "Checked shading arguments: shaded face colours (B, F, 3, 3), 1/depth (B, F, 3), background."
-    check_positive(gamma, "gamma")
+    _positive(gamma, "gamma")
     for v, nm in ((ambient, "ambient"), (diffuse, "diffuse")):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
             raise ValueError(f"`{nm}` must be a number >= 0, got {v!r}")
@@ -106,6 +90,7 @@ def _rgb_inputs(S, vertices, camera, colors, gamma, light_direction, ambient, di
     if colors.shape[-1] != 3 or colors.shape[-2] != vertices.shape[-2] or colors.dim() > 3:
         raise ValueError(f"`colors` must have shape (V, 3) or (B, V, 3) with "
                          f"V={vertices.shape[-2]}, got {tuple(colors.shape)}")
+    colors = colors.to(dtype=S.dtype, device=S.device)
     light = torch.as_tensor(light_direction, dtype=S.dtype, device=S.device).reshape(-1, 3)
     light = light / light.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     verts_b = vertices if vertices.dim() == 3 else vertices[None]
@@ -128,34 +113,16 @@ def render_rgb(vertices, faces, camera, image_size=64, colors=None, tau: float =
 
     `colors`: per-vertex colours (V, 3) or (B, V, 3) in [0, 1] (grey when None). `light_direction`:
     direction towards a directional light, in world coordinates. The alpha channel is the
-    silhouette of `render_silhouette` with the same arguments.
+    silhouette of `render_silhouette` with the same arguments; the images have the dtype of
+    `vertices`.
     """
     S = _Setup(vertices, faces, camera, image_size, tau, distribution, tconorm, p, squared, eps,
                tile, cull_backfaces)
-    face_col, inv_depth, bg = _rgb_inputs(S, vertices, camera, colors, gamma, light_direction,
+    face_col, inv_depth, bg = _rgb_inputs(S, S.vertices, camera, colors, gamma, light_direction,
                                           ambient, diffuse, background)
-    near, far = camera.near, camera.far
-
-    def kernel(pts, idx, bidx, tri_xy, inv_depth, face_col):
-        c, tris, mask, fi = S.coverage(pts, idx, bidx, tri_xy)
-        alpha = S.tconorm.reduce(c, -1)
-        w = _barycentric(pts, tris).clamp_min(0)
-        w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)                   # clamped barycentrics
-        zinv = (w * inv_depth[bidx[:, None], fi][:, None]).sum(-1)           # (n, P, K)
-        z = (far - 1.0 / zinv.clamp_min(1.0 / far)) / (far - near)
-        logit = z / gamma
-        m = torch.where(mask[:, None, :], logit, torch.full_like(logit, -math.inf))
-        m = m.amax(-1, keepdim=True).detach()
-        ew = c * torch.exp(torch.where(mask[:, None, :], logit, m) - m)      # (n, P, K)
-        denom = ew.sum(-1, keepdim=True).clamp_min(1e-30)
-        fc = face_col[bidx[:, None], fi]                                     # (n, K, 3, 3)
-        pc = torch.einsum("npkj,nkjc->npkc", w, fc)                          # (n, P, K, 3)
-        rgb = torch.einsum("npk,npkc->npc", ew, pc) / denom
-        rgb = alpha[..., None] * rgb + (1 - alpha[..., None]) * bg
-        return torch.cat([rgb, alpha[..., None]], -1)
-
-    fill = torch.cat([bg, torch.zeros(1, dtype=S.dtype, device=S.device)])
-    return S.tiled(kernel, fill, chunk_elements, memory_limit, (S.tri_xy, inv_depth, face_col))
+    args = S.args(gamma, camera.near, camera.far)
+    img = _rgb(S.tri_xy, S.valid, inv_depth, face_col, bg, *args, chunk_elements, memory_limit)
+    return img.to(S.out_dtype)
 
 # %% ../../nbs/04_rendering/05_renderer.ipynb #1d109161
 _SILHOUETTE_ARGS = ("image_size", "tau", "distribution", "tconorm", "p", "squared", "eps", "tile",

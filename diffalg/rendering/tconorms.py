@@ -7,7 +7,8 @@ __all__ = ['TConorm', 'MaxTConorm', 'Probabilistic', 'Einstein', 'Hamacher', 'Ya
 # %% ../../nbs/04_rendering/03_tconorms.ipynb #830d1b2d
 import math
 import torch
-from ..checks import check_positive, check_choice
+from ..checks import check_choice
+from .camera import _positive
 
 # %% ../../nbs/04_rendering/03_tconorms.ipynb #8952fd2d
 class TConorm:
@@ -23,12 +24,12 @@ class TConorm:
         self.p = self.default_p if p is None else p
         if self.p is not None:
             if (isinstance(self.p, bool) or not isinstance(self.p, (int, float))
-                    or not math.isfinite(self.p)):
+                    or not -math.inf < self.p < math.inf):
                 raise TypeError(f"`p` must be a finite real number, got {self.p!r}")
             self.p = float(self.p)
             self._check_p(self.p)
 
-    def _check_p(self, p): check_positive(p, "p")
+    def _check_p(self, p): _positive(p, "p")
     def _g(self, x): raise NotImplementedError
     def _g_inv(self, y): raise NotImplementedError
     def _g_one(self): return math.inf
@@ -107,7 +108,7 @@ class Frank(TConorm):
     "Frank t-conorms 1 - log_p(1 + (p^(1-a) - 1)(p^(1-b) - 1) / (p - 1)), p > 0, p != 1."
     name, default_p = "frank", 10.0
     def _check_p(self, p):
-        check_positive(p, "p")
+        _positive(p, "p")
         if p == 1:
             raise ValueError("`p` must be != 1 for frank (p -> 1 is the probabilistic sum), got 1")
     def _g(self, x):
