@@ -25,15 +25,10 @@ class Distribution:
         return self._cdf(x * steepness)
     def _dstep(self, x, steepness):
         """d/dx F(steepness * x) = steepness f(steepness x) without argument checks (by
-        autograd for a subclass that overrides `_step` only; by torch.func while compiling)."""
+        `_derivative` for a subclass that overrides `_step` only)."""
         if type(self)._step is Distribution._step:
             return self._pdf(x * steepness) * steepness
-        if torch.compiler.is_compiling():   # forward mode by torch.func, which the compiler traces
-            step = lambda z: self._step(z, steepness)
-            return torch.func.jvp(step, (x.detach(),), (torch.ones_like(x),))[1].detach()
-        with torch.enable_grad():
-            z = x.detach().requires_grad_()
-            return torch.autograd.grad(self._step(z, steepness), z, torch.ones_like(z))[0]
+        return _derivative(lambda z: self._step(z, steepness), x)
 
     def cdf(self, x):
         "CDF F(x) of the distribution, elementwise."
@@ -53,6 +48,15 @@ class Distribution:
 
     def __repr__(self):
         return f"{type(self).__name__}()"
+
+# %% ../nbs/01_intro/02_distributions.ipynb #d799d4ac
+def _derivative(step, x):
+    "Elementwise d/dx `step(x)` (detached): by autograd, or by torch.func while compiling."
+    if torch.compiler.is_compiling():   # forward mode by torch.func, which the compiler traces
+        return torch.func.jvp(step, (x.detach(),), (torch.ones_like(x),))[1].detach()
+    with torch.enable_grad():
+        z = x.detach().requires_grad_()
+        return torch.autograd.grad(step(z), z, torch.ones_like(z))[0]
 
 # %% ../nbs/01_intro/02_distributions.ipynb #9eaa0bd7
 _LOW_PRECISION = (torch.float16, torch.bfloat16)

@@ -61,8 +61,8 @@ def _draw_numbers(labels, n_digits: int, n_numbers: int, gen):
     return digit_index, (classes * powers).sum(-1)                    # values (n_numbers,)
 
 # %% ../../nbs/01_intro/03_data.ipynb #6cc572e5
-class MultiDigitNumbers(torch.utils.data.Dataset):
-    "Numbers of `n_digits` digits whose image is the row of their digits' images from a pool."
+class _NumberImages(torch.utils.data.Dataset):
+    "The numbers of a `MultiDigitNumbers` and their images (every method but `sample_ranking`)."
     def __init__(self, digit_images, digit_labels, n_digits: int = 4, n_numbers: int = 10_000,
                  seed: int = 0):
         labels = _checked_pool(digit_images, digit_labels)
@@ -97,6 +97,9 @@ class MultiDigitNumbers(torch.utils.data.Dataset):
         self.digit_images = self.digit_images.to(device)
         return self
 
+# %% ../../nbs/01_intro/03_data.ipynb #b9a43336
+class MultiDigitNumbers(_NumberImages):
+    "Numbers of `n_digits` digits whose image is the row of their digits' images from a pool."
     def _value_groups(self):
         "(order of the numbers by value, count of each value, start of its run in that order)."
         if getattr(self, "_groups", None) is None:

@@ -42,15 +42,8 @@ def _check_input(x, in_dim):
                          f"got shape {tuple(x.shape)}")
 
 # %% ../../nbs/05_logic/03_modules.ipynb #da3a291e
-class LogicLayer(torch.nn.Module):
-    """
-    >>> layer = LogicLayer(64, 256)             # 256 gates, each reading 2 of the 64 inputs
-    >>> layer(torch.rand(8, 64)).shape          # relaxed gate outputs, in [0, 1]
-    torch.Size([8, 256])
-    >>> bits = layer.eval()(torch.ones(8, 64))  # eval mode: argmax gates, exact bits
-
-    `out_dim` learnable two-input gates reading fixed pairs of the `in_dim` inputs; arguments
-    as in `difflogic`, `seed` fixes the connections and initial logits."""
+class _GateLayer(torch.nn.Module):
+    "The parameters of a `LogicLayer`: gate logits `weights` (out_dim, 16), wiring `indices`."
 
     def __init__(self, in_dim: int, out_dim: int, device=None, grad_factor: float = 1.0,
                  implementation=None, connections: str = "random", seed=None):
@@ -75,6 +68,21 @@ class LogicLayer(torch.nn.Module):
         "(out_dim,) index of each neuron's most probable gate (the discretized circuit)."
         return self.weights.argmax(-1)
 
+    def extra_repr(self):
+        mode = "train" if self.training else "eval"
+        return f"{self.in_dim}, {self.out_dim}, connections={self.connections!r}, {mode}"
+
+# %% ../../nbs/05_logic/03_modules.ipynb #3c668f2a
+class LogicLayer(_GateLayer):
+    """
+    >>> layer = LogicLayer(64, 256)             # 256 gates, each reading 2 of the 64 inputs
+    >>> layer(torch.rand(8, 64)).shape          # relaxed gate outputs, in [0, 1]
+    torch.Size([8, 256])
+    >>> bits = layer.eval()(torch.ones(8, 64))  # eval mode: argmax gates, exact bits
+
+    `out_dim` learnable two-input gates reading fixed pairs of the `in_dim` inputs; arguments
+    as in `difflogic`, `seed` fixes the connections and initial logits."""
+
     def forward(self, x):
         _check_input(x, self.in_dim)
         lead = x.shape[:-1]
@@ -97,10 +105,6 @@ class LogicLayer(torch.nn.Module):
             c = (self.indices, self.indices._version, _fan_in(idx, self.in_dim))
             self._fan_in_cache = c
         return c[2]
-
-    def extra_repr(self):
-        mode = "train" if self.training else "eval"
-        return f"{self.in_dim}, {self.out_dim}, connections={self.connections!r}, {mode}"
 
 # %% ../../nbs/05_logic/03_modules.ipynb #f04111c2
 class GroupSum(torch.nn.Module):

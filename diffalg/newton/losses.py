@@ -74,6 +74,7 @@ def _checked_hessian_step(y, loss_fn, tikhonov, method, cg_max_iter, cg_tol):
     check_positive(cg_tol, "cg_tol", allow_tensor=False)
     return _hessian_step(y, loss_fn, B, m, tikhonov, method, cg_max_iter, cg_tol)
 
+# %% ../../nbs/06_newton/02_the_package.ipynb #58feee9d
 def loss_hessian(y, loss_fn, method: str = "exact"):
     """Per-sample Hessian blocks (B, m, m) of `loss_fn` at `y` (B, ...), m = y[0].numel().
 
@@ -102,6 +103,7 @@ def _reduce(values, reduction):
         return values
     return values.mean() if reduction == "mean" else values.sum()
 
+# %% ../../nbs/06_newton/02_the_package.ipynb #b2dcccb5
 def hessian_newton_loss(y, loss_fn, tikhonov=None, *, reduction: str = "mean",
                         method: str = "auto", cg_max_iter: int | None = None,
                         cg_tol: float = 1e-10, lam=None, lambda_=None):
@@ -122,6 +124,7 @@ def _hessian_newton_loss(y, loss_fn, tikhonov, reduction, method, cg_max_iter, c
     per_sample = 0.5 * (target - y).pow(2).reshape(y.shape[0], -1).sum(1)
     return _reduce(per_sample, reduction), values
 
+# %% ../../nbs/06_newton/02_the_package.ipynb #49f3315d
 def fisher_newton_loss(y, loss_fn, tikhonov=None, *, reduction: str = "mean", lam=None,
                        lambda_=None):
     """Empirical-Fisher Newton loss: value of `loss_fn(y)`, gradient (F + tikhonov I)^-1 g_i.

@@ -183,19 +183,23 @@ class SoftRasterizer(torch.nn.Module):
 
     def forward(self, vertices, faces, colors=None, camera=None):
         camera = self.camera if camera is None else _check_camera(camera)
-        s = self.settings
-        rgb = s["mode"] == "rgb"
-        kw = {k: s[k] for k in (_RGB_ARGS if rgb else _SILHOUETTE_ARGS)}
-        if s["chunk_elements"] is not None:
-            kw["chunk_elements"] = s["chunk_elements"]
-        if rgb:
-            return render_rgb(vertices, faces, camera, colors=colors, **kw)
-        if colors is not None:
-            raise ValueError("`colors`: a silhouette has no colours (use mode='rgb')")
-        return render_silhouette(vertices, faces, camera, **kw)
+        return _render_with(self.settings, vertices, faces, camera, colors)
 
     def extra_repr(self):
         s = self.settings
         keys = ["mode", "image_size", "tau", "distribution", "tconorm", "p", "squared", "eps"]
         keys += ["gamma"] if s["mode"] == "rgb" else []
         return f"camera={self.camera!r}, " + ", ".join(f"{k}={s[k]!r}" for k in keys)
+
+# %% ../../nbs/04_rendering/05_renderer.ipynb #0c4fc18a
+def _render_with(s, vertices, faces, camera, colors=None):
+    "Render with the settings `s` of a `SoftRasterizer`: `render_rgb` or `render_silhouette`."
+    rgb = s["mode"] == "rgb"
+    kw = {k: s[k] for k in (_RGB_ARGS if rgb else _SILHOUETTE_ARGS)}
+    if s["chunk_elements"] is not None:
+        kw["chunk_elements"] = s["chunk_elements"]
+    if rgb:
+        return render_rgb(vertices, faces, camera, colors=colors, **kw)
+    if colors is not None:
+        raise ValueError("`colors`: a silhouette has no colours (use mode='rgb')")
+    return render_silhouette(vertices, faces, camera, **kw)

@@ -11,6 +11,26 @@ from ..checks import check_choice
 from .camera import _positive
 
 # %% ../../nbs/04_rendering/03_tconorms.ipynb #8952fd2d
+def _generator_reduce(t, x, dim):
+    "g^-1(min(sum g(x_i), g(1))) over `dim` of `x` in [0, 1], with the generator of t-conorm `t`."
+    one = 1 - 8 * torch.finfo(x.dtype).eps if t.strict else 1.0
+    x = x.clamp(0, one)
+    if not t.guard:
+        y = t._g(x).sum(dim)
+        if not t.strict:
+            y = y.clamp(max=t._g_one())
+        return t._g_inv(y).clamp(0, 1)
+    pos = x > 0
+    half = torch.full_like(x, 0.5)
+    g = torch.where(pos, t._g(torch.where(pos, x, half)), torch.zeros_like(x))
+    y = g.sum(dim)
+    if not t.strict:
+        y = y.clamp(max=t._g_one())
+    ypos = y > 0
+    out = t._g_inv(torch.where(ypos, y, torch.ones_like(y)))
+    return torch.where(ypos, out, torch.zeros_like(out)).clamp(0, 1)
+
+# %% ../../nbs/04_rendering/03_tconorms.ipynb #8e738103
 class TConorm:
     "A t-conorm (fuzzy OR): pairwise `t(a, b)`, or over a dimension with `t.reduce(x, dim)`."
     name: str = ""
@@ -36,22 +56,7 @@ class TConorm:
 
     def reduce(self, x, dim: int = -1):
         "Aggregate `x` (values in [0, 1]) over `dim`."
-        one = 1 - 8 * torch.finfo(x.dtype).eps if self.strict else 1.0
-        x = x.clamp(0, one)
-        if not self.guard:
-            y = self._g(x).sum(dim)
-            if not self.strict:
-                y = y.clamp(max=self._g_one())
-            return self._g_inv(y).clamp(0, 1)
-        pos = x > 0
-        half = torch.full_like(x, 0.5)
-        g = torch.where(pos, self._g(torch.where(pos, x, half)), torch.zeros_like(x))
-        y = g.sum(dim)
-        if not self.strict:
-            y = y.clamp(max=self._g_one())
-        ypos = y > 0
-        out = self._g_inv(torch.where(ypos, y, torch.ones_like(y)))
-        return torch.where(ypos, out, torch.zeros_like(out)).clamp(0, 1)
+        return _generator_reduce(self, x, dim)
 
     def __call__(self, a, b):
         "The t-conorm of `a` and `b` (broadcast)."
@@ -124,6 +129,7 @@ class AczelAlsina(TConorm):
     def _g(self, x): return (-torch.log1p(-x)).pow(self.p)
     def _g_inv(self, y): return -torch.expm1(-y.pow(1 / self.p))
 
+# %% ../../nbs/04_rendering/03_tconorms.ipynb #dc76be7c
 class Dombi(TConorm):
     "Dombi t-conorms 1 / (1 + ((a/(1-a))^p + (b/(1-b))^p)^(-1/p)), p > 0."
     name, default_p = "dombi", 2.0
