@@ -266,6 +266,21 @@ def test_inductor_soft_sort():
             print(f"inductor, kernel {mode}: {time.perf_counter() - start:.1f} s")
 
 
+def test_import_stays_cheap_and_marks_like_torch():
+    """Importing the package does not import torch's compiler front end (torch._dynamo: over a
+    second and tens of MB); `_constant_result` sets the mark of
+    `torch.compiler.assume_constant_result`."""
+    import subprocess
+    import sys
+    code = "import sys, diffalg, diffalg.sorting; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    from diffalg.sorting._kernel import _constant_result
+    marked = torch.compiler.assume_constant_result(lambda: 0)
+    mine = _constant_result(lambda: 0)
+    assert {k: v for k, v in vars(mine).items()} == {k: v for k, v in vars(marked).items()}
+
+
 # ---- results that read like torch's -------------------------------------------------------------
 
 def test_relaxed_sort_prints_and_unpacks_like_torch_sort():

@@ -150,6 +150,13 @@ def compiled_pass_error():
     "Why the kernel could not be built, or None."
     return _STATE["error"]
 
+# %% ../../nbs/03_sorting/13_kernel_build.ipynb #d3c0a1b2
+def _constant_result(fn):
+    """`torch.compiler.assume_constant_result(fn)`: torch.compile calls fn rather than tracing
+    it. The same mark, set without importing torch._dynamo (slow and large) at import."""
+    fn._dynamo_marked_constant = True
+    return fn
+
 def _kernel_ready(x):
     """Whether a kernel runs on tensor x: a float32/float64 CPU tensor, the
     mode not 'off', the library built (else 'on' raises, 'auto' warns once).
@@ -160,7 +167,7 @@ def _kernel_ready(x):
         return False
     return _library_ready(mode)
 
-@torch.compiler.assume_constant_result      # torch.compile: called once, outside the graph
+@_constant_result             # torch.compile: called once, outside the graph
 def _library_ready(mode):
     "Whether the library is there (built on first use); 'on' raises, 'auto' warns once if not."
     if compiled_library() is not None:

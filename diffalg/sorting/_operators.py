@@ -16,7 +16,7 @@ from .networks import NETWORK_TYPES, get_sorting_network
 from ._plan import _values_plan, _plan_layers, _plan_on
 from ._engine_matrix import _pair_specs
 from ._engine_values import _NetworkValues
-from ._kernel import compiled_applies
+from ._kernel import compiled_applies, _constant_result
 from ._kernel_ops import _KernelValues, _kernel_values, _kernel_values_grad
 from ._kernel_ops import _values_vjp, _CompiledMatrix, _matrix_vjp
 from ._kernel_ops import _matrix_forward, _matrix_grad
@@ -24,7 +24,7 @@ from ._kernel_ops import _matrix_forward, _matrix_grad
 # %% ../../nbs/03_sorting/15_operators.ipynb #6a35422f
 _NETWORKS_BY_KEY = weakref.WeakValueDictionary()
 
-@torch.compiler.assume_constant_result      # torch.compile calls it once, does not trace it
+@_constant_result             # torch.compile calls it once, does not trace it
 def _network_key(network) -> str:
     """The string that names `network` in the operators' arguments: its name, n and a digest of
     its layers (cached on the network, which is registered under it)."""
@@ -51,7 +51,7 @@ class _Prepared:
     """The networks by name that `_prepare_network` built, one attribute each. torch.compile
     reads an attribute when its trace meets it (a dict: as it was at the first look)."""
 
-@torch.compiler.assume_constant_result
+@_constant_result
 def _prepare_network(network, n, device, dtype) -> str:
     """Build `get_sorting_network(network, n)` and what the engine caches on it for tensors on
     `device` in `dtype` (plans, index tables): real tensors, built outside FakeTensorMode and
