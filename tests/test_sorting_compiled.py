@@ -10,7 +10,8 @@ import diffalg.sorting._kernel as sc
 import diffalg.sorting._kernel_ops as ops
 from diffalg.distributions import get_distribution
 from diffalg.sorting import RelaxedSort, diff_sort, soft_sort
-from diffalg.sorting._engine_values import _NetworkValues, _network_values
+from diffalg.sorting._engine_values import _network_values
+from diffalg.sorting._operators import values_pass
 from diffalg.sorting.networks import get_sorting_network
 
 CAUCHY = get_distribution("cauchy")
@@ -22,7 +23,7 @@ def run(mode, x, network, steepness, g=None, gw=None):
     "Values, weights and the gradient of <values, g> + <weights, gw> under `mode`."
     with sc.compiled_pass(mode):
         xr = x.clone().requires_grad_()
-        v, w = _NetworkValues.apply(xr, network, steepness, CAUCHY, True)
+        v, w = values_pass(xr, network, steepness, CAUCHY, True)
         loss = (v * (g if g is not None else 0)).sum() + (w * (gw if gw is not None else 0)).sum()
         grad, = torch.autograd.grad(loss, xr) if (g is not None or gw is not None) else (None,)
         return v.detach(), w.detach(), grad
@@ -67,9 +68,9 @@ def test_kernel_gradcheck_and_double_backward(kind, n):
     network = get_sorting_network(kind, n)
     x = torch.randn(3, n, dtype=torch.float64, requires_grad=True)
     with sc.compiled_pass("on"):
-        with_w = lambda t: _NetworkValues.apply(t, network, 3.0, CAUCHY, True)
+        with_w = lambda t: values_pass(t, network, 3.0, CAUCHY, True)
         assert torch.autograd.gradcheck(with_w, (x,))
-        values_only = lambda t: _NetworkValues.apply(t, network, 3.0, CAUCHY)
+        values_only = lambda t: values_pass(t, network, 3.0, CAUCHY)
         assert torch.autograd.gradcheck(values_only, (x,))
         assert torch.autograd.gradgradcheck(with_w, (x,))
 
@@ -127,11 +128,11 @@ def test_rows_split_over_threads_give_identical_results(monkeypatch):
 def test_empty_batch_and_no_grad():
     network = get_sorting_network("bitonic", 10)
     with sc.compiled_pass("on"):
-        v, w = _NetworkValues.apply(torch.zeros(0, 10), network, 5.0, CAUCHY, True)
+        v, w = values_pass(torch.zeros(0, 10), network, 5.0, CAUCHY, True)
         assert v.shape == (0, 10) and w.shape == (0, network.depth, 10)
         with torch.no_grad():
             x = torch.randn(2, 10)
-            assert torch.allclose(_NetworkValues.apply(x, network, 5.0, CAUCHY),
+            assert torch.allclose(values_pass(x, network, 5.0, CAUCHY),
                                   soft_sort(x, "bitonic", 5.0), atol=1e-6)
 
 

@@ -9,6 +9,7 @@ __all__ = []
 import math
 import torch
 from ._threads import _serial_for
+from ._plan import _aux
 
 # %% ../../nbs/03_sorting/07_fast_layer_products.ipynb #626d71d7
 def _mix_rows(z, partner, w):
@@ -244,7 +245,7 @@ _BANDED_MIN = 32   # the banded path pays off from about this many columns and w
 
 def _apply_network_matrix(w, start, network, checkpoint_every=None, banded=None):
     "P @ start = M_1 (M_2 (... (M_T start))) for the mixing weights w (B, T, n) of a relaxed run."
-    partner = network.tables()[0].to(w.device)
+    partner = _aux(network.tables()[0]).to(w.device)
     order = list(range(network.depth))[::-1]
     specs = _pair_specs(network)
     if banded is None:

@@ -10,12 +10,10 @@ import math
 import torch
 from ..distributions import Distribution, Cauchy
 from ._threads import _serial_for
-from ._plan import _value_specs, _values_plan, _plan_on
+from ._plan import _value_specs, _values_plan, _plan_on, _aux
 from ._plan import _plan_views
 from ._plan import _plan_layers, _weights_layout, _to_layout
 from ._engine_matrix import _plain_vjp
-from ._kernel import compiled_applies
-from ._kernel_ops import network_pass, network_pass_backward
 
 # %% ../../nbs/03_sorting/10_fast_values.ipynb #11dffe98
 def _pair_layer_values(x, o, p, steepness, dist):
@@ -34,7 +32,7 @@ def _pair_layer_values(x, o, p, steepness, dist):
 def _network_values(x, network, steepness, dist, stack=True):
     """Relaxed network on x (B, n): sorted values (B, n) and per-wire mixing
     weights w (B, depth, n) (a list of (B, n) if not `stack`)."""
-    partner, is_lo = (t.to(x.device) for t in network.tables())
+    partner, is_lo = (_aux(t).to(x.device) for t in network.tables())
     idle = partner == torch.arange(network.n, device=x.device)
     ws, vspecs = [], _value_specs(network)
     for t in range(network.depth):
@@ -149,29 +147,14 @@ def _rows_backward(g, steps, pad, r, C, Q=None, gw=None, layers=None):
 # %% ../../nbs/03_sorting/10_fast_values.ipynb #f32dacc7
 class _NetworkValues(torch.autograd.Function):
     """Sorted values of a relaxed network of pair layers on x (B, n), in place on one working
-    copy; saves one coefficient per comparator. With `weights`, also the per-wire mixing weights
-    w (B, depth, n) of `_network_values` (one more coefficient per comparator saved)."""
+    copy, layer by layer over the whole batch; saves one coefficient per comparator. With
+    `weights`, also the per-wire mixing weights w (B, depth, n) of `_network_values` (one more
+    coefficient per comparator saved)."""
     @staticmethod
     def forward(ctx, x, network, steepness, dist, weights=False):
         N, pad, _, r = _values_plan(network)
         ctx.network, ctx.steepness, ctx.dist = network, steepness, dist
         ctx.set_materialize_grads(False)         # an unused output's gradient arrives as None
-        ctx.compiled = compiled_applies(x, dist)
-        if ctx.compiled:               # the C kernel, one row at a time; its backward recomputes
-            out, W = network_pass(x, network, steepness, weights)
-            ctx.save_for_backward(x, None, None)
-        else:
-            out, W = _NetworkValues._torch_pass(ctx, x, network, steepness, dist, weights)
-        if not weights:
-            return out
-        W = _weights_layout(W, _plan_layers(network), r, 0)
-        return out, (W[:, :, pad:] if pad else W)
-
-    @staticmethod
-    def _torch_pass(ctx, x, network, steepness, dist, weights):
-        """The pass in PyTorch operations, layer by layer over the whole batch; saves each
-        layer's coefficients for the backward."""
-        N, pad, _, r = _values_plan(network)
         steps, layers = _plan_on(network, x.device, x.dtype), _plan_layers(network)
         need = ctx.needs_input_grad[0]
         base = type(dist)._step is Distribution._step     # F(steepness * u): homogeneous network
@@ -182,7 +165,10 @@ class _NetworkValues(torch.autograd.Function):
         with _serial_for(x):
             out = _rows_forward(x, steps, layers, N, pad, r, steepness, dist, base, C, Q, W)
         ctx.save_for_backward(x, C, Q)
-        return out, W
+        if not weights:
+            return out
+        W = _weights_layout(W, layers, r, 0)
+        return out, (W[:, :, pad:] if pad else W)
 
     @staticmethod
     def backward(ctx, g, gw=None):
@@ -198,8 +184,6 @@ class _NetworkValues(torch.autograd.Function):
         if gw is not None:                       # the weights' gradients in storage order
             gw = torch.nn.functional.pad(gw, (pad, 0)) if pad else gw.clone()
             gw = _weights_layout(gw, layers, r, 1)
-        if ctx.compiled:
-            return network_pass_backward(x, network, ctx.steepness, g, gw), *none4
         with _serial_for(x):
             g = x.new_zeros(x.shape) if g is None else g
             return _rows_backward(g, steps, pad, r, C, Q, gw, layers), *none4

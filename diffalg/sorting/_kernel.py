@@ -150,13 +150,26 @@ def compiled_pass_error():
     "Why the kernel could not be built, or None."
     return _STATE["error"]
 
+# %% ../../nbs/03_sorting/13_kernel_build.ipynb #d3c0a1b2
+def _constant_result(fn):
+    """`torch.compiler.assume_constant_result(fn)`: torch.compile calls fn rather than tracing
+    it. The same mark, set without importing torch._dynamo (slow and large) at import."""
+    fn._dynamo_marked_constant = True
+    return fn
+
 def _kernel_ready(x):
     """Whether a kernel runs on tensor x: a float32/float64 CPU tensor, the
-    mode not 'off', the library built (else 'on' raises, 'auto' warns once)."""
+    mode not 'off', the library built (else 'on' raises, 'auto' warns once).
+    Metadata only: the same answer eager, compiled, on fake tensors."""
     mode = _STATE["mode"]
     if (mode == "off" or x.device.type != "cpu"
             or x.dtype not in (torch.float32, torch.float64)):
         return False
+    return _library_ready(mode)
+
+@_constant_result             # torch.compile: called once, outside the graph
+def _library_ready(mode):
+    "Whether the library is there (built on first use); 'on' raises, 'auto' warns once if not."
     if compiled_library() is not None:
         return True
     if mode == "on":
@@ -167,7 +180,7 @@ def _kernel_ready(x):
         warnings.warn("diffalg: the compiled sorting-network pass could not "
                       f"be built ({compiled_pass_error()}); using the "
                       "PyTorch path. set_compiled_pass('off') silences this.",
-                      RuntimeWarning, stacklevel=3)
+                      RuntimeWarning, stacklevel=4)
     return False
 
 def compiled_applies(x, dist):

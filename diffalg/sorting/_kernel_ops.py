@@ -8,12 +8,14 @@ __all__ = ['network_pass', 'network_pass_backward', 'network_matrix']
 # %% ../../nbs/03_sorting/14_kernel_calls.ipynb #f381afb0
 import torch
 from ..checks import check_positive, check_tensor
+from ..distributions import Cauchy
 from .networks import SortingNetwork
-from ._plan import _plan_layers, _values_plan
+from ._plan import _plan_layers, _values_plan, _weights_layout
 from ._kernel import _library_or_raise, _split_rows
 from ._kernel import _run_jobs, _matrix_jobs
 from ._kernel_source import _TILE
 from ._engine_matrix import _chain_plain, _plain_vjp
+from ._engine_values import _network_values
 
 # %% ../../nbs/03_sorting/14_kernel_calls.ipynb #4e95247c
 def _checked(t, name, shape):
@@ -111,6 +113,54 @@ def network_pass_backward(x, network, steepness: float, g=None, gw=None):
         _split_rows(run, B, 2 * B * L * N // 2)
     return gx
 
+# %% ../../nbs/03_sorting/14_kernel_calls.ipynb #9930bbb8
+def _kernel_values(x, network, steepness, weights=False):
+    "`network_pass` with the weights (if any) in the wires' order, (B, depth, n)."
+    out, W = network_pass(x, network, steepness, weights)
+    if W is not None:
+        N, pad, _, r = _values_plan(network)
+        W = _weights_layout(W, _plan_layers(network), r, 0)
+        W = W[:, :, pad:] if pad else W
+    return out, W
+
+def _kernel_values_grad(x, network, steepness, g, gw):
+    "`network_pass_backward` for the weights' gradient gw in the wires' order (or None)."
+    if gw is not None:
+        N, pad, _, r = _values_plan(network)
+        gw = torch.nn.functional.pad(gw, (pad, 0)) if pad else gw.clone()
+        gw = _weights_layout(gw, _plan_layers(network), r, 1)
+    return network_pass_backward(x, network, steepness, g, gw)
+
+_CAUCHY = Cauchy()
+
+def _values_vjp(ctx, network, g, gw, kernel_grad):
+    """The kernel pass's backward: `kernel_grad(x, g, gw)`, or with create_graph=True the
+    out-of-place path, which autograd records (second derivatives)."""
+    x, = ctx.saved_tensors
+    if g is None and gw is None:
+        return None
+    if torch.is_grad_enabled():
+        plain = lambda x_: _network_values(x_, network, ctx.steepness, _CAUCHY)
+        return _plain_vjp(ctx, (x,), (g, gw), plain)[0]
+    return kernel_grad(x, g, gw)
+
+class _KernelValues(torch.autograd.Function):
+    """The kernel's values pass of a relaxed Cauchy network on x (B, n), with the per-wire
+    weights (B, depth, n) if `weights`; the backward recomputes each row inside the kernel."""
+    @staticmethod
+    def forward(ctx, x, network, steepness, weights=False):
+        ctx.network, ctx.steepness = network, steepness
+        ctx.set_materialize_grads(False)         # an unused output's gradient arrives as None
+        ctx.save_for_backward(x)
+        out, W = _kernel_values(x, network, steepness, weights)
+        return (out, W) if weights else out
+
+    @staticmethod
+    def backward(ctx, g, gw=None):
+        net, s = ctx.network, ctx.steepness
+        grad = lambda x, g_, gw_: _kernel_values_grad(x, net, s, g_, gw_)
+        return _values_vjp(ctx, net, g, gw, grad), None, None, None
+
 # %% ../../nbs/03_sorting/14_kernel_calls.ipynb #ea9e1726
 def _pairs(network):
     """(lo, hi, off): every layer's pairs (lower wire first), concatenated, layer t at
@@ -136,50 +186,64 @@ def network_matrix(w, network):
     return _CompiledMatrix.apply(_checked(w, "w", (None, network.depth, network.n)), network)
 
 # %% ../../nbs/03_sorting/14_kernel_calls.ipynb #19772430
-class _CompiledMatrix(torch.autograd.Function):
+def _matrix_forward(w, network):
     """The relaxed permutation (B, n, n) of a network of pair layers from its per-wire weights
-    w (B, T, n) (alpha read from each pair's lower wire)."""
+    w (B, T, n) (alpha read from each pair's lower wire), by the kernel."""
+    lib = _library_or_raise()
+    lo, hi, off = _pairs(network)
+    wc = w.contiguous()
+    B, T, n = w.shape
+    P = w.new_empty(B, n, n)
+    fn = lib.matrix_forward_f32 if w.dtype == torch.float32 else lib.matrix_forward_f64
+    def run(b0, b1, k0, k1):
+        fn(lo.data_ptr(), hi.data_ptr(), off.data_ptr(), T, n, wc.data_ptr(), P.data_ptr(),
+           b0, b1, k0, k1)
+    if B:
+        _run_jobs(run, _matrix_jobs(B, n, B * int(off[-1]) * min(n, _TILE)))
+    return P
+
+def _matrix_grad(w, g, network):
+    "Gradient of `_matrix_forward` for the matrix's gradient g (B, n, n), by the kernel."
+    lib = _library_or_raise()
+    lo, hi, off = _pairs(network)
+    B, T, n = w.shape
+    g, wc = g.to(w.dtype).contiguous(), w.contiguous()
+    per_layer = int((off[1:] - off[:-1]).max()) if T else 1
+    K = max(1, min(T, _SEGMENT_BYTES // (_TILE * w.element_size() * max(per_layer, 1))))
+    fn = lib.matrix_backward_f32 if w.dtype == torch.float32 else lib.matrix_backward_f64
+    jobs = _matrix_jobs(B, n, B * int(off[-1]) * min(n, _TILE)) if B else []
+    tiles = -(-n // _TILE)
+    whole_rows = all(k1 - k0 == tiles for _, _, k0, k1 in jobs)   # disjoint rows: one buffer
+    parts = [torch.zeros(B, T, n, dtype=w.dtype) for _ in (jobs[:1] if whole_rows else jobs)]
+    parts = parts or [torch.zeros(B, T, n, dtype=w.dtype)]
+    def run(b0, b1, k0, k1, part):           # threads on the same rows: their own buffers
+        fn(lo.data_ptr(), hi.data_ptr(), off.data_ptr(), T, n, wc.data_ptr(), g.data_ptr(),
+           parts[part].data_ptr(), K, b0, b1, k0, k1)
+    if jobs:
+        _run_jobs(run, [(*job, 0 if whole_rows else i) for i, job in enumerate(jobs)])
+    return parts[0] if len(parts) == 1 else torch.stack(parts).sum(0)
+
+# %% ../../nbs/03_sorting/14_kernel_calls.ipynb #114e81fd
+def _matrix_vjp(ctx, network, g, kernel_grad):
+    """The matrix's backward: `kernel_grad(w, g)`, or with create_graph=True the out-of-place
+    chain, which autograd records."""
+    w, = ctx.saved_tensors
+    if torch.is_grad_enabled():
+        order, partner = list(range(network.depth))[::-1], network.tables()[0].to(w.device)
+        eye = torch.eye(network.n, dtype=w.dtype, device=w.device).unsqueeze(0)
+        plain = lambda w_: _chain_plain(w_, eye, partner, order)
+        return _plain_vjp(ctx, (w,), g, plain)[0]
+    return kernel_grad(w, g)
+
+class _CompiledMatrix(torch.autograd.Function):
+    "The relaxed permutation (B, n, n) from the weights w (B, T, n) by the kernel, differentiable."
     @staticmethod
     def forward(ctx, w, network):
-        lib = _library_or_raise()
-        lo, hi, off = _pairs(network)
-        wc = w.contiguous()
-        B, T, n = w.shape
-        P = w.new_empty(B, n, n)
-        fn = lib.matrix_forward_f32 if w.dtype == torch.float32 else lib.matrix_forward_f64
-        def run(b0, b1, k0, k1):
-            fn(lo.data_ptr(), hi.data_ptr(), off.data_ptr(), T, n, wc.data_ptr(), P.data_ptr(),
-               b0, b1, k0, k1)
-        if B:
-            _run_jobs(run, _matrix_jobs(B, n, B * int(off[-1]) * min(n, _TILE)))
         ctx.save_for_backward(w)
         ctx.network = network
-        return P
+        return _matrix_forward(w, network)
 
     @staticmethod
     def backward(ctx, g):
-        w, = ctx.saved_tensors
-        network = ctx.network
-        if torch.is_grad_enabled():              # create_graph=True: the out-of-place chain
-            order, partner = list(range(network.depth))[::-1], network.tables()[0].to(w.device)
-            eye = torch.eye(network.n, dtype=w.dtype, device=w.device).unsqueeze(0)
-            plain = lambda w_: _chain_plain(w_, eye, partner, order)
-            return _plain_vjp(ctx, (w,), g, plain)[0], None
-        lib = _library_or_raise()
-        lo, hi, off = _pairs(network)
-        B, T, n = w.shape
-        g, wc = g.to(w.dtype).contiguous(), w.contiguous()
-        per_layer = int((off[1:] - off[:-1]).max()) if T else 1
-        K = max(1, min(T, _SEGMENT_BYTES // (_TILE * w.element_size() * max(per_layer, 1))))
-        fn = lib.matrix_backward_f32 if w.dtype == torch.float32 else lib.matrix_backward_f64
-        jobs = _matrix_jobs(B, n, B * int(off[-1]) * min(n, _TILE)) if B else []
-        tiles = -(-n // _TILE)
-        whole_rows = all(k1 - k0 == tiles for _, _, k0, k1 in jobs)   # disjoint rows: one buffer
-        parts = [torch.zeros(B, T, n, dtype=w.dtype) for _ in (jobs[:1] if whole_rows else jobs)]
-        parts = parts or [torch.zeros(B, T, n, dtype=w.dtype)]
-        def run(b0, b1, k0, k1, part):           # threads on the same rows: their own buffers
-            fn(lo.data_ptr(), hi.data_ptr(), off.data_ptr(), T, n, wc.data_ptr(), g.data_ptr(),
-               parts[part].data_ptr(), K, b0, b1, k0, k1)
-        if jobs:
-            _run_jobs(run, [(*job, 0 if whole_rows else i) for i, job in enumerate(jobs)])
-        return parts[0] if len(parts) == 1 else torch.stack(parts).sum(0), None
+        net = ctx.network
+        return _matrix_vjp(ctx, net, g, lambda w, g_: _matrix_grad(w, g_, net)), None

@@ -8,6 +8,7 @@ __all__ = []
 # %% ../../nbs/03_sorting/09_fast_plans.ipynb #85925130
 import math
 import torch
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 from .networks import get_sorting_network
 
 # %% ../../nbs/03_sorting/09_fast_plans.ipynb #03489e4e
@@ -26,10 +27,12 @@ def _value_specs(network):
     return network._value_specs
 
 def _is_bitonic(network):
-    "Whether `network` is the bitonic network on its n wires (or a copy)."
-    ref = get_sorting_network("bitonic", network.n)
-    return network is ref or (network.name == "bitonic"
-                              and network.layers == ref.layers)
+    "Whether `network` is the bitonic network on its n wires (or a copy). Cached."
+    if getattr(network, "_bitonic", None) is None:
+        ref = get_sorting_network("bitonic", network.n)
+        network._bitonic = network is ref or (network.name == "bitonic"
+                                              and network.layers == ref.layers)
+    return network._bitonic
 
 # %% ../../nbs/03_sorting/09_fast_plans.ipynb #5a8e8d32
 def _to_layout(z, layout, r):
@@ -75,7 +78,8 @@ def _values_plan(network):
     if getattr(network, "_values_plan", None) is None:
         plan = False
         if _is_bitonic(network):
-            plan = _bitonic_plan(network.n)
+            with unset_fake_temporarily():          # real tensors, also under FakeTensorMode
+                plan = _bitonic_plan(network.n)
         else:
             specs = _value_specs(network)
             if all(spec or not layer for spec, layer in zip(specs, network.layers)):
@@ -85,8 +89,11 @@ def _values_plan(network):
 
 # %% ../../nbs/03_sorting/09_fast_plans.ipynb #7c3c8962
 def _plan_on(network, device, dtype):
-    "The plan's steps, tensors on `device` (signs in `dtype`); cached."
-    cache = network.__dict__.setdefault("_values_plan_on", {})
+    """The plan's steps, tensors on `device` (signs in `dtype`); cached (real tensors, fake copies
+    under FakeTensorMode: see `_aux`)."""
+    if getattr(network, "_values_plan_on", None) is None:
+        network._values_plan_on = {}
+    cache = network._values_plan_on
     if (device, dtype) not in cache:
         N, pad, steps, r = _values_plan(network)
         def moved(s):
@@ -95,8 +102,12 @@ def _plan_on(network, device, dtype):
             if s[0] == "bits" and s[2] is not None:
                 return (s[0], s[1], s[2].to(device))
             return s
-        cache[device, dtype] = [moved(s) for s in steps]
-    return cache[device, dtype]
+        with unset_fake_temporarily():
+            cache[device, dtype] = [moved(s) for s in steps]
+    if _fake_mode() is None:
+        return cache[device, dtype]
+    return [tuple(_aux(v) if isinstance(v, torch.Tensor) else v for v in s)
+            for s in cache[device, dtype]]
 
 def _plan_views(z, step):
     "(upper, lower) wires of a layer step's comparators: views of z (B, N)."
@@ -131,3 +142,16 @@ def _weights_layout(W, layers, r, to):
         moved = _to_layout(W[:, idx].reshape(-1, N), to, r)
         W[:, idx] = moved.view(B, len(ones), N)
     return W
+
+# %% ../../nbs/03_sorting/09_fast_plans.ipynb #31e7d4a7
+def _fake_mode():
+    "The active FakeTensorMode, or None (always None while torch.compile traces)."
+    if torch.compiler.is_compiling():
+        return None
+    return torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.FAKE)
+
+def _aux(t):
+    """A cached auxiliary tensor (a plan's signs, a network's tables) as the running code needs
+    it: itself, or under FakeTensorMode its fake copy (the same one each time)."""
+    mode = _fake_mode()
+    return t if mode is None else mode.from_tensor(t)

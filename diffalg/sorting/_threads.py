@@ -20,17 +20,21 @@ _SERIAL_MAX = 2 ** 18 if _PASSIVE else 2 ** 14
 _serial_lock = threading.Lock()
 _serial_state = [0, 1]                       # [depth, saved thread count]
 
-@contextlib.contextmanager
 def _serial_for(t, numel=None):
     """Run the block on one intra-op thread when t is a CPU tensor and the
     block's operations are small (`numel` numbers each, default t.numel()).
     Loops of hundreds of small operations (a network's layers) otherwise pay
-    for waking the thread pool in every operation. Nested and thread-safe."""
+    for waking the thread pool in every operation. Nested and thread-safe;
+    nothing while `torch.compile` traces (the compiled graph runs as is)."""
     size = t.numel() if numel is None else numel
-    if (t.device.type != "cpu" or size > _SERIAL_MAX
-            or torch.get_num_threads() == 1):
-        yield
-        return
+    if (torch.compiler.is_compiling() or t.device.type != "cpu"
+            or size > _SERIAL_MAX or torch.get_num_threads() == 1):
+        return contextlib.nullcontext()
+    return _one_thread()
+
+@contextlib.contextmanager
+def _one_thread():
+    "The block on one intra-op thread; the outermost block restores the count."
     with _serial_lock:
         if _serial_state[0] == 0:
             _serial_state[1] = torch.get_num_threads()
