@@ -5,7 +5,7 @@
 - every exported module (diffalg/**/*.py, except the generated _modidx.py) has at most 400 lines;
 - every exported notebook cell (`#| export`) has at most 60 lines;
 - every code cell that a page shows (not tagged hide-input, remove-input, remove-cell or hide-cell,
-  no `#| hide` line) has at most 40 lines, outside the folders in SHOWN_CELL_EXEMPT;
+  no `#| hide` line) has at most 40 lines;
 - no page shows more than 60 consecutive lines of code uncollapsed: a run of code cells with no
   markdown cell between them, not counting cells tagged hide-input, remove-input or remove-cell;
 - exported code is wrapped at 100 characters (nbdev's generated `__all__` block aside);
@@ -26,9 +26,6 @@ MAX_MODULE, MAX_EXPORT_CELL, MAX_VISIBLE_RUN, MAX_WIDTH = 400, 60, 60, 100
 MAX_SHOWN_CELL = 40      # the book shows code in cells of 3-40 lines, each followed by a result
 HIDDEN = {"hide-input", "remove-input", "remove-cell"}
 NOT_SHOWN = HIDDEN | {"hide-cell"}
-# Folders whose shown cells are not yet held to MAX_SHOWN_CELL: nbs/03_sorting is being split
-# into shorter cells in a parallel branch; remove it from this list once that branch is merged.
-SHOWN_CELL_EXEMPT = ["nbs/03_sorting"]
 
 
 def module_name(path, pkg_root):
@@ -123,8 +120,6 @@ def is_shown(cell):
 
 def long_shown_cells(path, cells):
     "Problems for the shown code cells of notebook `path` (relative to ROOT) over MAX_SHOWN_CELL."
-    if any(path.as_posix().startswith(folder.rstrip("/") + "/") for folder in SHOWN_CELL_EXEMPT):
-        return []
     out = []
     for i, c in enumerate(cells):
         lines = len("".join(c["source"]).splitlines())

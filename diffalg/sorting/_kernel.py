@@ -41,6 +41,7 @@ _STATE = {"mode": _mode_from_env(), "lib": None, "error": None,
           "warned": False}
 _LOCK = threading.Lock()
 
+# %% ../../nbs/03_sorting/13_kernel_build.ipynb #5cd56c20
 def set_compiled_pass(mode: str):
     """>>> previous = set_compiled_pass("off")     # PyTorch from here on
     >>> set_compiled_pass(previous)               # back
@@ -183,6 +184,7 @@ def _library_ready(mode):
                       RuntimeWarning, stacklevel=4)
     return False
 
+# %% ../../nbs/03_sorting/13_kernel_build.ipynb #3da6f43b
 def compiled_applies(x, dist):
     "Whether the compiled kernel runs the values pass on x with `dist`."
     return type(dist) is Cauchy and _kernel_ready(x)

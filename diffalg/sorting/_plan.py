@@ -109,6 +109,7 @@ def _plan_on(network, device, dtype):
     return [tuple(_aux(v) if isinstance(v, torch.Tensor) else v for v in s)
             for s in cache[device, dtype]]
 
+# %% ../../nbs/03_sorting/09_fast_plans.ipynb #26995da7
 def _plan_views(z, step):
     "(upper, lower) wires of a layer step's comparators: views of z (B, N)."
     if step[0] == "bits":

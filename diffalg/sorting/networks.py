@@ -23,6 +23,7 @@ def _checked_layers(n, layers):
                 f"each at most once; got {layer}")
     return layers
 
+# %% ../../nbs/03_sorting/01_networks.ipynb #64d6e510
 class _HardRun:
     "Running a network's layers with exact compare-and-swap."
     def apply(self, x):
@@ -157,6 +158,7 @@ def _slots(layer):
         spans.append((top, bot)); slots.append(slot)
     return slots
 
+# %% ../../nbs/03_sorting/01_networks.ipynb #d7b1f8e1
 def draw_network(network, ax=None, color="C0", title=None):
     """Draw a `SortingNetwork` with matplotlib: horizontal wires, one column
     per layer; the filled dot marks the wire that receives the minimum.

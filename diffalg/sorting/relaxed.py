@@ -43,6 +43,7 @@ def _version(t):
     "t's version counter (in-place changes), or None while `torch.compile` traces."
     return None if torch.compiler.is_compiling() else t._version
 
+# %% ../../nbs/03_sorting/03_relaxed_api.ipynb #a854b641
 class _SortRun:
     "A relaxed sort's checked configuration and flattened input."
     def __init__(self, x, network="odd_even", steepness=10.0,
@@ -109,6 +110,9 @@ class _LazyRun(_SortRun):
                 self._run_network()
         return self._values
 
+# %% ../../nbs/03_sorting/03_relaxed_api.ipynb #d87e3649
+class _Columns(_LazyRun):
+    "The layers of one run applied to columns: the permutation, ranks and top-k."
     def _shape(self, t):
         return t.to(self.dtype).reshape(*self.batch_shape, *t.shape[1:])
 
@@ -123,6 +127,21 @@ class _LazyRun(_SortRun):
         z = torch.zeros(1, self.n, len(positions), device=dev)
         z[0, positions, torch.arange(len(positions), device=dev)] = 1
         return z
+
+    def _top_positions(self, k, dev):
+        k = check_int(k, "k", minimum=1, maximum=self.n)
+        if self.descending:
+            return torch.arange(k, device=dev)
+        return torch.arange(self.n - 1, self.n - 1 - k, -1, device=dev)
+
+    def _permutation(self):
+        "The kernel's or the bitonic engine's permutation, else the layers applied to I."
+        w = self._w
+        if compiled_matrix_applies(w):
+            return self._shape(matrix_pass(w, self.network))
+        if _is_bitonic(self.network):
+            return self._shape(bitonic_permutation(w, self.n))
+        return self._columns(torch.eye(self.n, device=w.device)[None])
 
 # %% ../../nbs/03_sorting/03_relaxed_api.ipynb #369bf6c7
 class _Fields:
@@ -147,7 +166,7 @@ class _Fields:
         return f"diffalg.sorting.{type(self).__name__}(\n{fields})"
 
 # %% ../../nbs/03_sorting/03_relaxed_api.ipynb #b406286d
-class RelaxedSort(_Fields, _LazyRun):
+class RelaxedSort(_Fields, _Columns):
     """>>> r = RelaxedSort(torch.randn(4, 10), "bitonic", steepness=20.0)
     >>> r.values, r.permutation, r.ranks, r.topk(3), r.topk_mask(3)
     >>> values, permutation = r                   # like torch.sort's result
@@ -165,27 +184,15 @@ class RelaxedSort(_Fields, _LazyRun):
     def permutation(self):
         """Relaxed permutation matrix (*batch, n, n): [i, j] = weight of
         input i in sorted position j, so sorted = x @ P (diffsort's)."""
-        w = self._w
-        if compiled_matrix_applies(w):
-            return self._shape(matrix_pass(w, self.network))
-        if _is_bitonic(self.network):
-            return self._shape(bitonic_permutation(w, self.n))
-        return self._columns(torch.eye(self.n, device=w.device)[None])
+        return self._permutation()
 
     @property
     def ranks(self):
         """Relaxed ranks in [1, n], the shape of `x`: the expected sorted
         position of each input (1 = smallest; largest if descending)."""
-        dev = self._w.device
-        r = torch.arange(1, self.n + 1, device=dev, dtype=torch.float32)
+        r = torch.arange(1, self.n + 1, device=self._w.device, dtype=torch.float32)
         ranks = self._columns(r.view(1, self.n, 1))[..., 0]
         return ranks.movedim(-1, self.dim)
-
-    def _top_positions(self, k, dev):
-        k = check_int(k, "k", minimum=1, maximum=self.n)
-        if self.descending:
-            return torch.arange(k, device=dev)
-        return torch.arange(self.n - 1, self.n - 1 - k, -1, device=dev)
 
     def topk(self, k: int):
         """Columns of the permutation for the positions of the k largest
@@ -220,6 +227,7 @@ def soft_sort(x, network="odd_even", steepness=10.0, distribution="cauchy",
     return diff_sort(x, network, steepness, distribution, art_lambda, dim,
                      descending).values
 
+# %% ../../nbs/03_sorting/03_relaxed_api.ipynb #ee26d79d
 def soft_permutation(x, network="odd_even", steepness=10.0,
                      distribution="cauchy", art_lambda=0.25, dim=-1,
                      descending=False):
@@ -285,6 +293,7 @@ def permutation_targets(targets, dim=-1, descending=False):
     one_hot = torch.nn.functional.one_hot(order, targets.shape[dim])
     return one_hot.transpose(-2, -1)
 
+# %% ../../nbs/03_sorting/03_relaxed_api.ipynb #d8d1d7f3
 def sort_loss(scores, targets, network="odd_even", steepness=10.0,
               distribution="cauchy", art_lambda=0.25, dim=-1,
               reduction="mean"):
