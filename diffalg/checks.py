@@ -41,11 +41,15 @@ def reads_values(x) -> bool:
     """Whether a value check may read tensor `x` now: validation is on for its device, no
     `torch.compile` trace is running, and `x` has values (not a meta or fake tensor)."""
     mode = _VALIDATE["mode"]
-    if mode is False or torch.compiler.is_compiling():
+    if mode is False:
         return False
-    if x.device.type == "meta" or is_fake(x):
+    device = x.device.type
+    if device == "meta" or (mode is not True and device != "cpu"):
         return False
-    return mode is True or x.device.type == "cpu"
+    if torch.compiler.is_compiling():
+        return False
+    # a plain torch.Tensor is never fake: the slower test only for subclasses (FakeTensor, ...)
+    return type(x) is torch.Tensor or not is_fake(x)
 
 # %% ../nbs/appendix/checks.ipynb #150d9a8f
 def check_tensor(x, name: str, *, min_dim: int = 0, floating: bool = True,
