@@ -273,7 +273,9 @@ def history(data, comparisons=None, value="ratio", fmt="{:.2f}", cases=None, by=
             rows.setdefault(key, {})[f"run {k}"] = fmt.format(r[value])
     out = pd.DataFrame.from_dict(rows, orient="index").fillna(DASH)
     out = out[sorted(out.columns, key=lambda c: int(c.split()[1]))]
-    display(out.style.set_table_styles(NOWRAP))
+    # a long case name wraps within 18em, so that the table fits the column with several runs
+    display(out.style.set_table_styles(NOWRAP).format_index(
+        lambda name: f'<div style="max-width: 18em; white-space: normal">{name}</div>', axis=0))
     display(pd.DataFrame(runs).style.hide(axis="index").set_table_styles(NOWRAP))
 
 
