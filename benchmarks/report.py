@@ -107,12 +107,17 @@ def named(run, prefix):
     return [c for c in (run["comparisons"] if run else {}) if c.startswith(prefix)]
 
 
-def ms(field):
-    "A column function: `field` (seconds) of the row in milliseconds, or None where missing."
+def scaled(field, factor):
+    "A column function: `field` (seconds) of the row times `factor`, or None where missing."
     def get(row):
         v = row.get(field)
-        return None if v is None or v != v else 1e3 * v
+        return None if v is None or v != v else factor * v
     return get
+
+
+def ms(field):
+    "A column function: `field` (seconds) of the row in milliseconds, or None where missing."
+    return scaled(field, 1e3)
 
 
 def pivot(df, row, column, cell, first="case"):
@@ -282,10 +287,7 @@ def history(data, comparisons=None, value="ratio", fmt="{:.2f}", cases=None, by=
 # ------------------------------------------------------------------ compiled against eager
 def us(field):
     "A column function: `field` (seconds) of the row in microseconds, or None where missing."
-    def get(row):
-        v = row.get(field)
-        return None if v is None or v != v else 1e6 * v
-    return get
+    return scaled(field, 1e6)
 
 
 def yes_no(value):
