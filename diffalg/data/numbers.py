@@ -10,15 +10,11 @@ import torch
 from ..checks import check_int, check_choice, check_tensor
 
 # %% ../../nbs/01_intro/03_data.ipynb #f32c8d70
-def digit_pools(test_fraction: float = 0.3, seed: int = 0):
-    """Split scikit-learn's handwritten digits into disjoint train and test pools, stratified
-    by class: {'train': (images (N, 8, 8) in [0, 1], labels (N,)), 'test': ...}."""
+def _stratified_split(labels, test_fraction: float, seed: int = 0):
+    """Indices (train, test), each sorted, of a random split of `labels` (N,) that puts
+    `test_fraction` of every class 0-9 in the test part."""
     if not isinstance(test_fraction, float) or not 0 < test_fraction < 1:
         raise ValueError(f"`test_fraction` must be a float in (0, 1), got {test_fraction!r}")
-    from sklearn.datasets import load_digits
-    bunch = load_digits()
-    images = torch.tensor(bunch.images, dtype=torch.float32) / 16.0   # (1797, 8, 8) in [0, 1]
-    labels = torch.tensor(bunch.target, dtype=torch.long)
     gen = torch.Generator().manual_seed(seed)
     train_idx, test_idx = [], []
     for c in range(10):
@@ -26,7 +22,16 @@ def digit_pools(test_fraction: float = 0.3, seed: int = 0):
         idx = idx[torch.randperm(len(idx), generator=gen)]
         n_test = int(round(test_fraction * len(idx)))
         test_idx.append(idx[:n_test]); train_idx.append(idx[n_test:])
-    train_idx, test_idx = torch.cat(train_idx).sort().values, torch.cat(test_idx).sort().values
+    return torch.cat(train_idx).sort().values, torch.cat(test_idx).sort().values
+
+def digit_pools(test_fraction: float = 0.3, seed: int = 0):
+    """Split scikit-learn's handwritten digits into disjoint train and test pools, stratified
+    by class: {'train': (images (N, 8, 8) in [0, 1], labels (N,)), 'test': ...}."""
+    from sklearn.datasets import load_digits
+    bunch = load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32) / 16.0   # (1797, 8, 8) in [0, 1]
+    labels = torch.tensor(bunch.target, dtype=torch.long)
+    train_idx, test_idx = _stratified_split(labels, test_fraction, seed)
     return {"train": (images[train_idx], labels[train_idx]),
             "test": (images[test_idx], labels[test_idx])}
 
