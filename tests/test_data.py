@@ -200,7 +200,7 @@ def test_mismatched_counts_and_labels(tmp_path):
 def test_distinct_draws_are_uniform_over_ordered_tuples(m, n):
     # both branches (random-permutation prefix for n^2 > m, rejection otherwise): every ordered
     # tuple of n distinct values equally likely; a chi-square statistic far above its mean fails
-    from diffalg.data.numbers import _distinct_draws
+    from diffalg.data.digits import _distinct_draws
     draws = _distinct_draws(m, 60_000, n, torch.Generator().manual_seed(0))
     assert ((draws >= 0) & (draws < m)).all()
     assert (draws.sort(-1).values.diff(dim=-1) > 0).all()

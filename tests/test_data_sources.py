@@ -285,8 +285,9 @@ def test_classification_mnist_idx(tmp_path):
     assert numbers(f"mnist:{tmp_path}", n_numbers=9).image_shape == (1, 28, 112)
 
 
-def test_numbers_function_and_module_share_a_name():
-    # `diffalg.data.numbers` is the function; its module stays importable by name
+def test_numbers_is_the_function_and_no_module_shadows_it():
+    # the digits module is `diffalg.data.digits`: no module named `numbers` hides the function
     assert callable(diffalg.data.numbers) and diffalg.data.numbers is numbers
-    from diffalg.data.numbers import digits_numbers
+    assert importlib.util.find_spec("diffalg.data.numbers") is None
+    from diffalg.data.digits import digits_numbers
     assert digits_numbers is diffalg.data.digits_numbers

@@ -5,7 +5,7 @@ __all__ = ['digit_pools', 'MultiDigitNumbers', 'digits_numbers', 'read_idx', 'lo
            'mnist5k_pools', 'mnist5k_numbers', 'load_cifar10', 'numbers', 'classification']
 
 # %% ../../nbs/01_intro/index.ipynb #894b6ada
-from .numbers import digit_pools, MultiDigitNumbers, digits_numbers
+from .digits import digit_pools, MultiDigitNumbers, digits_numbers
 from .mnist import read_idx, load_mnist, mnist_numbers
 from .mnist5k import load_mnist_5k, mnist5k_pools, mnist5k_numbers
 from .sources import load_cifar10, numbers, classification

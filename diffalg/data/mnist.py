@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from ..checks import check_choice
-from .numbers import MultiDigitNumbers
+from .digits import MultiDigitNumbers
 
 # %% ../../nbs/01_intro/04_mnist.ipynb #77331d01
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from ..checks import check_choice
-from .numbers import MultiDigitNumbers
-from .numbers import _stratified_split
+from .digits import MultiDigitNumbers
+from .digits import _stratified_split
 
 # %% ../../nbs/01_intro/05_mnist5k.ipynb #233623a3
 _INSTALL = 'pip install "diffalg[mnist]"'

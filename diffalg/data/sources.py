@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from ..checks import check_choice
-from .numbers import digit_pools
-from .numbers import digits_numbers
+from .digits import digit_pools
+from .digits import digits_numbers
 from .mnist import load_mnist
 from .mnist import mnist_numbers
 from .mnist5k import mnist5k_pools
