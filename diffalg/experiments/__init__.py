@@ -7,8 +7,9 @@ __all__ = ['EXPERIMENTS', 'Setup', 'World', 'load_experiment', 'make_config', 'l
            'step_seed', 'step_generator', 'shard', 'init_distributed', 'save_checkpoint', 'load_checkpoint']
 
 # %% ../../nbs/appendix/paper_scale/index.ipynb #0d645849
-from .runner import EXPERIMENTS, Setup, World, load_experiment, make_config, load_config
-from .runner import run, seed_everything, step_seed, step_generator, shard, init_distributed
+from .runner import EXPERIMENTS, Setup, World, load_experiment
+from .runner import make_config, load_config, run, seed_everything
+from .runner import step_seed, step_generator, shard, init_distributed
 from .runner import save_checkpoint, load_checkpoint
 
 _all_ = ['EXPERIMENTS', 'Setup', 'World', 'load_experiment', 'make_config', 'load_config',

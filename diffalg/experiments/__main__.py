@@ -80,9 +80,10 @@ def build_parser():
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ap
 
-# %% ../../nbs/appendix/paper_scale/03_command_line.ipynb #8b972fc0
-def list_experiments(file=sys.stdout):
+# %% ../../nbs/appendix/paper_scale/03_command_line.ipynb #a48039d2
+def list_experiments(file=None):
     "Print every experiment of the registry with its summary, or that it is not installed."
+    file = file or sys.stdout
     for name in EXPERIMENTS:
         try:
             doc = (load_experiment(name).__doc__ or "").strip().splitlines()
