@@ -58,6 +58,10 @@ def main():
     if args.quick:
         args.steps, args.repeats = 30, 1
     print(setting())
+    what = "samples per second of the ranking experiment (default size), processes x threads"
+    run = Run("ddp", args, repeats=args.repeats,        # made first: the load average at start
+              comparisons={"ranking DDP": {"what": what, "size": "processes"}},
+              params={"steps": args.steps, "batch": args.batch})
     rows = []
     for processes, threads in CASES:
         best = max((measure(processes, threads, args.steps, args.batch)
@@ -75,10 +79,7 @@ def main():
     print(f"2 processes x 1 thread vs 1 process x 2 threads: {ratios['speedup_vs_2_threads']:.2f}x;"
           f" vs 1 process x 1 thread: {ratios['speedup_vs_1_thread']:.2f}x "
           f"(load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores)")
-    what = "samples per second of the ranking experiment (default size), processes x threads"
-    run = Run("ddp", args, repeats=args.repeats,
-              comparisons={"ranking DDP": {"what": what, "size": "processes"}},
-              params={"steps": args.steps, "batch": args.batch, **ratios})
+    run.run["params"].update(ratios)
     run.close(rows)
 
 
