@@ -171,6 +171,7 @@ def _check(cfg: dict) -> dict:
     make_loss(cfg)
     return cfg
 
+# %% ../../nbs/appendix/paper_scale/03_topk.ipynb #117c4310
 def build(cfg: dict, device) -> Setup:
     "The data, the model (same initial parameters for the same cfg['seed']) and Adam."
     data = _load(_check(cfg))
@@ -185,7 +186,7 @@ def build(cfg: dict, device) -> Setup:
     model = model.to(device)
     return Setup(model, torch.optim.Adam(model.parameters(), lr=cfg["lr"]), data)
 
-# %% ../../nbs/appendix/paper_scale/03_topk.ipynb #117c4310
+# %% ../../nbs/appendix/paper_scale/03_topk.ipynb #4e6a2080
 def _augment(x, cfg: dict, step: int, part: slice):
     "Random crops of the zero-padded images (4 pixels) and horizontal flips, slice `part`."
     gen = _generator(cfg["seed"], step, 1)
@@ -214,6 +215,7 @@ def loss(model: nn.Module, batch, cfg: dict) -> torch.Tensor:
     x, y = batch
     return make_loss(cfg)(model(x), y)
 
+# %% ../../nbs/appendix/paper_scale/03_topk.ipynb #0748c2ae
 def evaluate(model: nn.Module, setup: Setup, cfg: dict) -> dict:
     "Top-1, top-3 and top-5 accuracy on the test images (model in eval mode, then restored)."
     x, y = setup.data["test"]
