@@ -30,17 +30,18 @@ DEFAULTS = {
     "binarize": "fitted", "thresholds": 3, "connections": "random", "grad_factor": 1.0,
     "eval_batch": 1000,
 }
-PAPER_VARIANTS = {   # Petersen et al. (NeurIPS 2022); difflogic's experiments/main.py and README
-    "mnist": {"source": "mnist:data/mnist", "width": 64_000, "depth": 6, "tau": 30.0,
-              "binarize": "grey", "thresholds": 1},
-    "cifar10_small": {"source": "cifar10:data/cifar10", "width": 12_000, "depth": 4,
-                      "tau": 100.0, "binarize": "fixed", "thresholds": 3},
-    "cifar10_large": {"source": "cifar10:data/cifar10", "width": 1_024_000, "depth": 5,
-                      "tau": 100.0, "binarize": "fixed", "thresholds": 31},
+# Petersen et al. (NeurIPS 2022); the settings of difflogic's experiments/main.py and README
+_TRAINING = {"batch": 100, "lr": 0.01, "steps": 200_000, "eval_every": 1_000,
+             "connections": "unique"}
+PAPER_VARIANTS = {
+    "mnist": _TRAINING | {"source": "mnist:data/mnist", "width": 64_000, "depth": 6,
+                          "tau": 30.0, "binarize": "grey", "thresholds": 1},
+    "cifar10_small": _TRAINING | {"source": "cifar10:data/cifar10", "width": 12_000,
+                                  "depth": 4, "tau": 100.0, "binarize": "fixed", "thresholds": 3},
+    "cifar10_large": _TRAINING | {"source": "cifar10:data/cifar10", "width": 1_024_000,
+                                  "depth": 5, "tau": 100.0, "binarize": "fixed",
+                                  "thresholds": 31},
 }
-for _variant in PAPER_VARIANTS.values():
-    _variant.update({"batch": 100, "lr": 0.01, "steps": 200_000, "eval_every": 1_000,
-                     "connections": "unique"})
 PAPER = PAPER_VARIANTS["mnist"]
 PUBLISHED = {"mnist": 0.9847, "cifar10_small": 0.5127, "cifar10_large": 0.6214}
 HELP = {

@@ -38,7 +38,7 @@ HELP = {
     "seed": "initial parameters and batch order", "steps": "optimizer steps",
     "batch": "global batch size (all processes together)", "lr": "Adam's learning rate",
     "eval_every": "evaluate every so many steps (0: at the end)",
-    "data_seed": "maps: training seed 2 data_seed, test seed 2 data_seed + 1",
+    "data_seed": "maps' seeds: 2 data_seed (train), + 1 (test)",
     "n_train": "training maps", "n_test": "test maps", "size": "cells per side",
     "cell": "pixels per cell side", "channels": "TerrainCostNet's channels",
     "steepness": "inverse temperature of the relaxed Bellman-Ford",
