@@ -238,3 +238,31 @@ def test_real_digits_source_when_the_data_module_has_it(monkeypatch):
     setup = topk.build(TOPK, CPU)
     x, y = setup.data["train"]
     assert x.dim() == 4 and y.dtype == torch.int64 and setup.data["classes"] == 10
+
+
+@pytest.mark.parametrize("mod, cfg", [CASES[1], CASES[3], CASES[6]])
+def test_protocol_on_every_device(mod, cfg, device):
+    setup = mod.build(cfg, device)
+    assert next(setup.model.parameters()).device.type == device.type
+    part = mod.batch(setup, cfg, 0, 1, 2)
+    assert all(t.device.type == device.type for t in part)
+    value = mod.loss(setup.model, part, cfg)
+    setup.optimizer.zero_grad()
+    value.backward()
+    setup.optimizer.step()
+    assert torch.isfinite(value) and set(mod.evaluate(setup.model, setup, cfg)) == METRICS[mod]
+
+
+@pytest.mark.parametrize("mod, cfg", [CASES[0], CASES[2], CASES[5], CASES[7]])
+def test_mean_of_shard_gradients_is_the_whole_batch_gradient(mod, cfg, built):
+    "What DistributedDataParallel relies on: averaging the processes' gradients."
+    model = built(mod, cfg).model
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def grads(part):
+        return torch.autograd.grad(mod.loss(model, part, cfg), params)
+    setup = built(mod, cfg)
+    whole = grads(mod.batch(setup, cfg, 2, 0, 1))
+    halves = [grads(mod.batch(setup, cfg, 2, r, 2)) for r in (0, 1)]
+    for g, a, b in zip(whole, *halves):
+        assert torch.allclose(g, (a + b) / 2, rtol=1e-4, atol=1e-6)
