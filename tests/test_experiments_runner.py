@@ -180,3 +180,13 @@ def test_import_is_light():
             "print(any(m.startswith('diffalg.experiments.ranking') for m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_return_setup_gives_the_trained_model(tmp_path):
+    record, setup = run("ranking", {**TINY, "steps": 2}, out=tmp_path, progress=False,
+                        return_setup=True)
+    saved = _state(tmp_path)["model"]
+    for name, value in setup.model.state_dict().items():
+        assert torch.equal(value, saved[name]), name
+    assert record["steps"] == 2 and record == json.loads((tmp_path / "results.json").read_text())
+    assert isinstance(run("ranking", {**TINY, "steps": 1}, progress=False), dict)

@@ -306,13 +306,13 @@ def _write_json(path, record):
 
 # %% ../../nbs/appendix/paper_scale/01_runner.ipynb #89bf8686
 def run(experiment, overrides=None, *, paper: bool = False, out=None, resume: bool = True,
-        progress: bool = True, device=None) -> dict:
+        progress: bool = True, device=None, return_setup: bool = False):
     """>>> results = run("ranking", {"n": 5, "steps": 300}, out="runs/n5")
 
     Train `experiment` (a name of EXPERIMENTS or a protocol module) with the config
     DEFAULTS | PAPER (if `paper`) | `overrides`, on every process torchrun started; resume from
     `out`/checkpoint.pt. Returns the record written to `out`/results.json (metrics on rank 0
-    only)."""
+    only), or (record, setup) with `return_setup`: the trained model is `setup.model`."""
     exp = load_experiment(experiment)
     cfg = make_config(exp, overrides, paper)
     world = init_distributed(device)
@@ -327,7 +327,7 @@ def run(experiment, overrides=None, *, paper: bool = False, out=None, resume: bo
         if out is not None and world.rank == 0:
             checkpoint(out, setup, cfg, state)
             _write_json(Path(out, "results.json"), record)
-        return record
+        return (record, setup) if return_setup else record
     finally:
         if world.owns_group:
             dist.destroy_process_group()
