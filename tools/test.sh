@@ -4,7 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tools/env.sh
-echo "== pytest tests/"
-python -m pytest tests/ -q -p no:cacheprovider -rs "$@"
+# Two pytest workers (pytest-xdist) of one thread each use two cores better than one process of two
+# threads: most tests are many small operations. PYTEST_WORKERS=auto takes every core, 0 none.
+WORKERS=${PYTEST_WORKERS:-2}
+echo "== pytest tests/ ($WORKERS workers)"
+if [ "$WORKERS" = 0 ]; then
+  python -m pytest tests/ -q -p no:cacheprovider -rs "$@"
+else
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} python -m pytest tests/ -q -p no:cacheprovider -rs \
+    -n "$WORKERS" "$@"
+fi
 echo "== the notebooks: executing every notebook in nbs/ (tools/run_notebooks.py)"
 python tools/run_notebooks.py --jobs "${NB_JOBS:-1}" nbs/
