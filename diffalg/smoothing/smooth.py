@@ -5,14 +5,14 @@
 # %% auto #0
 __all__ = ['REDUCTIONS', 'ESTIMATORS', 'SobolMaxDim', 'smooth', 'Smoothed']
 
-# %% ../../nbs/07_smoothing/02_smooth.ipynb #14cc42ff
+# %% ../../nbs/07_smoothing/02_smooth.ipynb #fd8d3b33
 import math
 import torch
 from ..checks import check_tensor, check_positive, check_int, check_choice
 from ..distributions import get_distribution
 from .reference import NOISE, CLASSICAL, sobol_points, inverse_cdf, score
 
-# %% ../../nbs/07_smoothing/02_smooth.ipynb #75a10c48
+# %% ../../nbs/07_smoothing/02_smooth.ipynb #96ada079
 REDUCTIONS = ("loo", "antithetic", "qmc")
 ESTIMATORS = ("score", "generalized")
 
@@ -51,7 +51,7 @@ def _check_options(sigma, samples, distribution, variance_reduction, estimator):
         raise ValueError(f"`samples` must be even for antithetic pairs, got {samples}")
     return name, reductions
 
-# %% ../../nbs/07_smoothing/02_smooth.ipynb #031a7a8b
+# %% ../../nbs/07_smoothing/02_smooth.ipynb #30e9f5c5
 SobolMaxDim = 21201
 
 def _draw_noise(x, samples, name, reductions, batch_dims, generator):
@@ -87,7 +87,7 @@ def _evaluate(f, z, samples, batch_shape):
                          f"got {tuple(y.shape)}")
     return y.to(device=z.device, dtype=z.dtype)
 
-# %% ../../nbs/07_smoothing/02_smooth.ipynb #f0fb1b16
+# %% ../../nbs/07_smoothing/02_smooth.ipynb #ab2d3819
 class _Plan:
     "Everything `smooth` decided before running: f, sigma, noise, reductions, batch split."
     def __init__(self, f, sigma, samples, name, reductions, batch_dims, generator):
@@ -114,7 +114,7 @@ class _Plan:
             grad = grad + self.boundary(x, e, g)
         return grad
 
-# %% ../../nbs/07_smoothing/02_smooth.ipynb #c55f8b29
+# %% ../../nbs/07_smoothing/02_smooth.ipynb #caaebc98
 def _boundary(self, x, e, g):
     "The uniform's boundary term: f on the 2d faces of every sample's box, in one call."
     S, nb = self.samples, self.batch_dims
@@ -152,7 +152,7 @@ class _Smooth(torch.autograd.Function):
         x, e, ys = ctx.saved_tensors
         return ctx.plan.vjp(x, e, ys, g), None
 
-# %% ../../nbs/07_smoothing/02_smooth.ipynb #57566d7b
+# %% ../../nbs/07_smoothing/02_smooth.ipynb #51072b55
 def smooth(f, x, sigma, samples=64, distribution="gaussian", variance_reduction="loo",
            estimator="generalized", batch_dims=None, generator=None):
     '''>>> y = smooth(lambda z: torch.sort(z).values, scores, sigma=0.1, samples=64)
@@ -176,7 +176,7 @@ def smooth(f, x, sigma, samples=64, distribution="gaussian", variance_reduction=
     plan = _Plan(f, sigma, samples, name, reductions, max(nb, 0), generator)
     return _Smooth.apply(x, plan)
 
-# %% ../../nbs/07_smoothing/02_smooth.ipynb #920fc76c
+# %% ../../nbs/07_smoothing/02_smooth.ipynb #0a797b07
 class Smoothed(torch.nn.Module):
     '''>>> sorter = Smoothed(lambda z: torch.sort(z).values, sigma=0.1, samples=64)
     >>> y = sorter(scores)                       # differentiable in scores
