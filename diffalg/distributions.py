@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['Distribution', 'Logistic', 'LogisticART', 'Gaussian', 'Laplace', 'Cauchy', 'Reciprocal', 'Optimal', 'Uniform',
-           'register_distribution', 'distribution_names', 'get_distribution', 'cdf', 'pdf', 'relaxed_step']
+           'Triangular', 'register_distribution', 'distribution_names', 'get_distribution', 'cdf', 'pdf',
+           'relaxed_step']
 
 # %% ../nbs/01_intro/02_distributions.ipynb #162a2f5f
 import math
@@ -161,6 +162,15 @@ class Uniform(Distribution):
     def _cdf(self, x): return (x + 0.5).clamp(0, 1)
     def _pdf(self, x): return (x.abs() <= 0.5).to(x.dtype)
 
+# %% ../nbs/01_intro/02_distributions.ipynb #a1ca3051
+class Triangular(Distribution):
+    "Triangular distribution on [-1, 1] (density 1 - abs(x)): compact support, continuous density."
+    name, tail = "triangular", "compact"
+    def _cdf(self, x):
+        t = x.clamp(-1, 1)
+        return torch.where(t < 0, 0.5 * (1 + t) ** 2, 1 - 0.5 * (1 - t) ** 2)
+    def _pdf(self, x): return (1 - x.abs()).clamp_min(0)
+
 # %% ../nbs/01_intro/02_distributions.ipynb #39ba9570
 _REGISTRY = {}
 _ALIASES = {"logistic_phi": "logistic_art", "normal": "gaussian"}
@@ -172,7 +182,8 @@ def register_distribution(cls):
     _REGISTRY[cls.name] = cls
     return cls
 
-for _cls in (Logistic, LogisticART, Gaussian, Cauchy, Reciprocal, Optimal, Uniform, Laplace):
+for _cls in (Logistic, LogisticART, Gaussian, Cauchy, Reciprocal, Optimal, Uniform, Laplace,
+             Triangular):
     register_distribution(_cls)
 
 def distribution_names():

@@ -13,7 +13,7 @@ SYMMETRIC = NAMES  # all registered distributions are symmetric about 0
 
 def test_registry_has_the_papers_distributions():
     for name in ("logistic", "logistic_art", "gaussian", "cauchy", "reciprocal", "optimal",
-                 "uniform", "laplace"):
+                 "uniform", "laplace", "triangular"):
         assert name in NAMES
 
 
@@ -77,6 +77,8 @@ REFERENCE = {
     "optimal": [(0.0, 0.5, 1.0), (0.25, 0.75, 1.0), (0.1, 0.6, 1.0), (1.0, 1 - 1 / 16, 1 / 16),
                 (-2.0, 1 / 32, 1 / 64)],
     "uniform": [(0.0, 0.5, 1.0), (0.25, 0.75, 1.0), (0.7, 1.0, 0.0), (-0.7, 0.0, 0.0)],
+    "triangular": [(0.0, 0.5, 1.0), (0.5, 0.875, 0.5), (-0.25, 0.28125, 0.75), (1.5, 1.0, 0.0),
+                   (-1.0, 0.0, 0.0)],
     "laplace": [(0.0, 0.5, 0.5), (1.0, 1 - 0.5 * math.exp(-1), 0.5 * math.exp(-1)),
                 (-2.0, 0.5 * math.exp(-2), 0.5 * math.exp(-2))],
 }
