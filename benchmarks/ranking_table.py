@@ -1,7 +1,8 @@
 """The sorting chapter's ranking-supervision table at a larger budget than the chapter's default.
 
-Runs the training function of `nbs/03_sorting/04_ranking_supervision.ipynb` (its code cells are
-executed from the notebook, so the settings are exactly the chapter's) for every method and set
+Trains the book's ranking experiment, `diffalg.experiments.run("ranking", ...)`, with the settings
+of `nbs/03_sorting/05_ranking_supervision.ipynb` (150 steps per unit of its `SCALE`, batch 50, Adam
+at 1e-3, a 16-channel CNN, steepness 10 (20 at n = 32), the 8x8 digits) for every method and set
 size of the chapter, and records each result in benchmarks/results/ranking_scale<S>.json as soon
 as it is measured (an interrupted run keeps what it finished; the same command run again continues
 it, skipping the settings already measured).
@@ -16,28 +17,16 @@ import argparse
 import sys
 from pathlib import Path
 
-import nbformat
+from diffalg.experiments import run as run_experiment
 
 sys.path.insert(0, str(Path(__file__).parent))
 from harness import Run, add_record_args  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "nbs" / "03_sorting" / "05_ranking_supervision.ipynb"
 
-
-def chapter_namespace(scale):
-    "Execute the notebook's definitions (imports, data, `train_ranking`) with SCALE = scale."
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    ns = {}
-    for cell in nb.cells:
-        src = cell.source
-        if cell.cell_type != "code" or src.startswith("#| default_exp"):
-            continue
-        if src.startswith("SCALE = "):
-            src = src.replace(src.splitlines()[0], f"SCALE = {scale}", 1)
-        if "def train_ranking" in src or "#| export" in src or src.startswith(f"SCALE = {scale}"):
-            exec(compile(src, str(NOTEBOOK), "exec"), ns)
-    return ns
+def chapter_settings(scale):
+    "The chapter's config of the ranking experiment at SCALE = scale (its CHAPTER dict)."
+    return {"steps": 150 * scale, "batch": 50, "lr": 1e-3, "channels": 16,
+            "steepness": 10.0, "data": "digits", "n": 5}
 
 
 def settings():
@@ -58,20 +47,22 @@ def main():
     if args.quick:
         args.scale = 1
     todo = settings()[:2] if args.quick else settings()
-    ns = chapter_namespace(args.scale)
+    chapter = chapter_settings(args.scale)
     name = f"ranking_scale{args.scale}" + ("_quick" if args.quick else "")
     what = "accuracy of the sorting chapter's ranking experiment, 1,000 held-out sets per n"
     run = Run(name, args, repeats=1, comparisons={"ranking supervision": {"what": what,
                                                                          "size": "n"}},
-              params={"scale": args.scale, "steps": ns["STEPS"], "batch": ns["BATCH"],
-                      "lr": ns["LR"], "channels": ns["CHANNELS"]})
-    have = {(r["method"], r["n"], r["distribution"]) for r in run.resume()}
+              params={"scale": args.scale, **{k: chapter[k] for k in
+                                              ("steps", "batch", "lr", "channels")}})
+    have = {(r["method"], r["size"], r["distribution"]) for r in run.resume()}
     for method, n, steepness, distribution in todo:
         if (method, n, distribution) in have:
             continue
-        model, _, seconds = ns["train_ranking"](method, n, steepness, distribution)
-        sets = ns["evaluation_sets"](ns["test_numbers"], n, n_sets=1000)
-        em, ew = ns["evaluate_ranking"](model, sets)
+        record = run_experiment("ranking", {**chapter, "method": method, "n": n,
+                                            "steepness": steepness,
+                                            "distribution": distribution})
+        em, ew = record["metrics"]["exact_match"], record["metrics"]["elementwise"]
+        seconds = record["seconds"]
         run.add([{"comparison": "ranking supervision", "case": f"{method} n={n} {distribution}",
                   "size_name": "n", "size": n, "method": method, "distribution": distribution,
                   "steepness": steepness, "exact_match": em, "elementwise": ew,
