@@ -1,12 +1,14 @@
 """The top-k, logic and shortest-path experiments (diffalg.experiments.topk, .logic,
 .shortest_paths): the protocol that the runner relies on, at tiny sizes."""
 import math
+from functools import partial
+from types import SimpleNamespace
 import pytest
 import torch
 from sklearn.datasets import load_digits
 import diffalg.data
-from diffalg.experiments import logic, shortest_paths, topk
-from diffalg.logic import LogicCircuit
+from diffalg.experiments import logic, run, shortest_paths, topk
+from diffalg.logic import LogicCircuit, fit_thresholds
 from diffalg.relax import shortest_path
 from diffalg.sorting import TopKCrossEntropyLoss
 
@@ -264,3 +266,54 @@ def test_mean_of_shard_gradients_is_the_whole_batch_gradient(mod, cfg, built):
     halves = [grads(mod.batch(setup, cfg, 2, r, 2)) for r in (0, 1)]
     for g, a, b in zip(whole, *halves):
         assert torch.allclose(g, (a + b) / 2, rtol=1e-4, atol=1e-6)
+
+
+def _table(n=60, features=3, seed=0):
+    "A random table whose class is the sign of its first feature: {'train': .., 'test': ..}."
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, features, generator=gen)
+    y = (x[:, 0] > 0).long()
+    cut = 2 * n // 3
+    return {"train": (x[:cut], y[:cut]), "test": (x[cut:], y[cut:])}
+
+
+def test_logic_own_data_and_quantile_thresholds():
+    "build's `data` replaces cfg['source']; binarize='quantile' fits quantile thresholds."
+    data = _table()
+    cfg = LOGIC | {"binarize": "quantile", "thresholds": 4, "width": 20}
+    setup = logic.build(cfg, CPU, data=data)
+    x = data["train"][0]
+    assert torch.equal(setup.data["binarizer"].thresholds, fit_thresholds(x, 4, "quantile"))
+    assert setup.data["in_dim"] == 12 and setup.data["classes"] == 2
+    assert torch.equal(setup.data["test"][0], data["test"][0])
+    bits, labels = logic.batch(setup, cfg, 0, 0, 1)
+    assert bits.shape == (8, 12) and set(bits.unique().tolist()) <= {0.0, 1.0}
+    fitted = logic.build(cfg | {"binarize": "fitted"}, CPU, data=data)
+    assert not torch.equal(fitted.data["binarizer"].thresholds, fit_thresholds(x, 4, "quantile"))
+    with pytest.raises(TypeError, match="`data`"):
+        logic.build(cfg, CPU, data={"train": data["train"]})
+
+
+def test_logic_own_data_through_the_runner():
+    "A protocol object with build(..., data=...) runs like a named experiment (the chapter's)."
+    data = _table()
+    table = SimpleNamespace(__name__="table", DEFAULTS=logic.DEFAULTS, PAPER={},
+                            batch=logic.batch, loss=logic.loss, evaluate=logic.evaluate,
+                            build=partial(logic.build, data=data))
+    cfg = {"batch": 8, "width": 20, "depth": 2, "binarize": "quantile", "thresholds": 2,
+           "steps": 5, "eval_every": 2}
+    record, setup = run(table, cfg, return_setup=True, progress=False)
+    assert record["experiment"] == "table" and record["steps"] == 5
+    assert [h["step"] for h in record["history"]] == [2, 4] and len(record["losses"]) == 5
+    assert record["metrics"] == logic.evaluate(setup.model, setup, record["config"])
+    assert setup.data["train"][0].shape == (40, 3)
+
+
+def test_logic_history_ends_with_the_final_metrics():
+    "The chapter's training table: history every eval_every steps, its last row the metrics."
+    record, setup = run("logic", LOGIC | {"steps": 4, "eval_every": 2}, return_setup=True,
+                        progress=False)
+    assert [h["step"] for h in record["history"]] == [2, 4]
+    last = {k: v for k, v in record["history"][-1].items() if k != "step"}
+    assert last == record["metrics"] and set(last) == {"relaxed", "discrete"}
+    assert record["train_seconds"] > 0 and len(record["losses"]) == 4
