@@ -264,3 +264,19 @@ def test_mean_of_shard_gradients_is_the_whole_batch_gradient(mod, cfg, built):
     halves = [grads(mod.batch(setup, cfg, 2, r, 2)) for r in (0, 1)]
     for g, a, b in zip(whole, *halves):
         assert torch.allclose(g, (a + b) / 2, rtol=1e-4, atol=1e-6)
+
+
+def test_shortest_paths_build_is_the_newton_chapters_setup():
+    "The Newton chapter's runs start from the maps and the network it built before the runner."
+    from diffalg.relax import TerrainCostNet, terrain_maps
+    cfg = shortest_paths.DEFAULTS | {"size": 5, "n_train": 6, "n_test": 3, "channels": 4}
+    setup = shortest_paths.build(cfg, CPU)
+    images, costs, _ = terrain_maps(6, size=5, seed=0)
+    test_images, test_costs, _ = terrain_maps(3, size=5, seed=1)
+    assert torch.equal(setup.data["train"][0], images)
+    assert torch.equal(setup.data["train"][1], shortest_path(costs, hard=True)[1])
+    assert torch.equal(setup.data["test"][1], test_costs)
+    torch.manual_seed(0)
+    net = TerrainCostNet(channels=4)
+    for p, q in zip(setup.model.parameters(), net.parameters()):
+        assert torch.equal(p, q)
