@@ -280,3 +280,19 @@ def test_shortest_paths_build_is_the_newton_chapters_setup():
     net = TerrainCostNet(channels=4)
     for p, q in zip(setup.model.parameters(), net.parameters()):
         assert torch.equal(p, q)
+
+
+def test_shortest_paths_build_reuses_the_last_maps():
+    "Two builds with the same maps share them; other maps are made afresh, equal to a new build."
+    first = shortest_paths.build(PATHS, CPU)
+    again = shortest_paths.build(PATHS | {"seed": 1, "newton": "fisher"}, CPU)
+    assert again.data["train"][0] is first.data["train"][0]
+    assert again.data is not first.data
+    other = shortest_paths.build(PATHS | {"data_seed": 1}, CPU)
+    assert not torch.equal(other.data["train"][0], first.data["train"][0])
+    shortest_paths._maps.cache_clear()
+    fresh = shortest_paths.build(PATHS, CPU)
+    assert fresh.data["train"][0] is not first.data["train"][0]
+    for a, b in zip(fresh.data["train"] + fresh.data["test"],
+                    first.data["train"] + first.data["test"]):
+        assert torch.equal(a, b)
