@@ -317,3 +317,35 @@ def test_logic_history_ends_with_the_final_metrics():
     last = {k: v for k, v in record["history"][-1].items() if k != "step"}
     assert last == record["metrics"] and set(last) == {"relaxed", "discrete"}
     assert record["train_seconds"] > 0 and len(record["losses"]) == 4
+
+
+def test_shortest_paths_build_is_the_newton_chapters_setup():
+    "The Newton chapter's runs start from the maps and the network it built before the runner."
+    from diffalg.relax import TerrainCostNet, terrain_maps
+    cfg = shortest_paths.DEFAULTS | {"size": 5, "n_train": 6, "n_test": 3, "channels": 4}
+    setup = shortest_paths.build(cfg, CPU)
+    images, costs, _ = terrain_maps(6, size=5, seed=0)
+    test_images, test_costs, _ = terrain_maps(3, size=5, seed=1)
+    assert torch.equal(setup.data["train"][0], images)
+    assert torch.equal(setup.data["train"][1], shortest_path(costs, hard=True)[1])
+    assert torch.equal(setup.data["test"][1], test_costs)
+    torch.manual_seed(0)
+    net = TerrainCostNet(channels=4)
+    for p, q in zip(setup.model.parameters(), net.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_shortest_paths_build_reuses_the_last_maps():
+    "Two builds with the same maps share them; other maps are made afresh, equal to a new build."
+    first = shortest_paths.build(PATHS, CPU)
+    again = shortest_paths.build(PATHS | {"seed": 1, "newton": "fisher"}, CPU)
+    assert again.data["train"][0] is first.data["train"][0]
+    assert again.data is not first.data
+    other = shortest_paths.build(PATHS | {"data_seed": 1}, CPU)
+    assert not torch.equal(other.data["train"][0], first.data["train"][0])
+    shortest_paths._maps.cache_clear()
+    fresh = shortest_paths.build(PATHS, CPU)
+    assert fresh.data["train"][0] is not first.data["train"][0]
+    for a, b in zip(fresh.data["train"] + fresh.data["test"],
+                    first.data["train"] + first.data["test"]):
+        assert torch.equal(a, b)

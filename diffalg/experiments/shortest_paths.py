@@ -6,6 +6,7 @@
 __all__ = ['DEFAULTS', 'PAPER', 'HELP', 'build', 'path_loss', 'batch', 'loss', 'evaluate']
 
 # %% ../../nbs/appendix/paper_scale/05_shortest_paths.ipynb #7c28a430
+import functools
 import torch
 from torch import nn
 from ..checks import check_choice, check_int, check_positive
@@ -54,17 +55,26 @@ def _check(cfg: dict) -> dict:
     shortest_path(torch.ones(1, 2, 2), cfg["steepness"], cfg["distribution"])
     return cfg
 
+# %% ../../nbs/appendix/paper_scale/05_shortest_paths.ipynb #a6d3c915
+@functools.lru_cache(maxsize=1)
+def _maps(n_train: int, n_test: int, size: int, cell: int, data_seed: int):
+    "Train (images, true paths) and test (images, costs, optimal costs); the last ones kept."
+    seed = 2 * data_seed
+    images, costs, _ = terrain_maps(n_train, size=size, cell=cell, seed=seed)
+    test_images, test_costs, _ = terrain_maps(n_test, size=size, cell=cell, seed=seed + 1)
+    return ((images, shortest_path(costs, hard=True).path),
+            (test_images, test_costs, shortest_path(test_costs, hard=True)[0][:, -1, -1]))
+
 def build(cfg: dict, device) -> Setup:
-    "Maps, true paths, test costs, the network (same for the same cfg['seed']) and Adam."
+    """Maps, true paths, test costs, the network (same for the same cfg['seed']) and Adam.
+    The maps of the last `build` are reused when the next asks for the same ones (one set of
+    maps, several networks); they are shared, not copied: do not change them in place."""
     _check(cfg)
-    size, cell, seed = cfg["size"], cfg["cell"], 2 * cfg["data_seed"]
-    images, costs, _ = terrain_maps(cfg["n_train"], size=size, cell=cell, seed=seed)
-    test_images, test_costs, _ = terrain_maps(cfg["n_test"], size=size, cell=cell, seed=seed + 1)
-    data = {"train": (images, shortest_path(costs, hard=True).path),
-            "test": (test_images, test_costs, shortest_path(test_costs, hard=True)[0][:, -1, -1])}
+    train, test = _maps(cfg["n_train"], cfg["n_test"], cfg["size"], cfg["cell"], cfg["data_seed"])
+    data = {"train": train, "test": test}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg["seed"])
-        model = TerrainCostNet(cell=cell, channels=cfg["channels"]).to(device)
+        model = TerrainCostNet(cell=cfg["cell"], channels=cfg["channels"]).to(device)
     return Setup(model, torch.optim.Adam(model.parameters(), lr=cfg["lr"]), data)
 
 def path_loss(costs, paths, cfg: dict):
