@@ -104,7 +104,7 @@ def _check(cfg: dict) -> dict:
     check_choice(cfg["connections"], "connections", ("random", "unique"))
     return cfg
 
-# %% ../../nbs/appendix/paper_scale/04_logic.ipynb #d5a9e6e0
+# %% ../../nbs/appendix/paper_scale/04_logic.ipynb #af50c1b1
 def build(cfg: dict, device, data=None) -> Setup:
     """The data, the network (same initial gates for the same cfg['seed']) and Adam; `data`
     ({'train': (x, y), 'test': (x, y)}, tensors) replaces cfg['source'] if given."""
@@ -137,7 +137,7 @@ def loss(model: nn.Module, batch, cfg: dict) -> torch.Tensor:
     x, y = batch
     return nn.functional.cross_entropy(model(x), y)
 
-# %% ../../nbs/appendix/paper_scale/04_logic.ipynb #c55a2a74
+# %% ../../nbs/appendix/paper_scale/04_logic.ipynb #f86b8d98
 def _conv_network(cfg: dict, data: dict) -> nn.Module:
     "BitsToImage, then diffalg.logic.logic_tree_net with k = cfg['width'], cfg['depth'] blocks."
     if len(data["shape"]) != 3:

@@ -42,7 +42,7 @@ def _check_input(x, in_dim):
         raise ValueError(f"`x` must have {in_dim} features in its last dimension, "
                          f"got shape {tuple(x.shape)}")
 
-# %% ../../nbs/05_logic/03_modules.ipynb #b558cdbd
+# %% ../../nbs/05_logic/03_modules.ipynb #915227f8
 def residual_logits(shape, probability=None, generator=None):
     """Initial gate logits (*shape, 16): standard normal (difflogic's), or for a `probability`
     p in (0, 1) the residual initialization: 0 except log(15 p / (1 - p)) for gate "A" (index 3),
