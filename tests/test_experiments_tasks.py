@@ -217,7 +217,7 @@ BAD = [(topk, TOPK, "steps", -1, ValueError), (topk, TOPK, "batch", 0, ValueErro
        (topk, TOPK, "source", 3, TypeError),
        (logic, LOGIC, "width", 105, ValueError), (logic, LOGIC, "depth", 0, ValueError),
        (logic, LOGIC, "binarize", "otsu", ValueError),
-       (logic, LOGIC, "architecture", "conv", ValueError),
+       (logic, LOGIC, "architecture", "lstm", ValueError),
        (logic, LOGIC, "tau", -1.0, ValueError), (logic, LOGIC, "thresholds", 0, ValueError),
        (shortest_paths, PATHS, "newton", "bfgs", ValueError),
        (shortest_paths, PATHS, "cell", 2, ValueError),
@@ -319,6 +319,7 @@ def test_logic_history_ends_with_the_final_metrics():
     assert record["train_seconds"] > 0 and len(record["losses"]) == 4
 
 
+<<<<<<< HEAD
 def test_shortest_paths_build_is_the_newton_chapters_setup():
     "The Newton chapter's runs start from the maps and the network it built before the runner."
     from diffalg.relax import TerrainCostNet, terrain_maps
@@ -349,3 +350,22 @@ def test_shortest_paths_build_reuses_the_last_maps():
     for a, b in zip(fresh.data["train"] + fresh.data["test"],
                     first.data["train"] + first.data["test"]):
         assert torch.equal(a, b)
+=======
+def test_logic_conv_architecture_trains_and_evaluates():
+    "architecture='conv': logic_tree_net on the images (width = k, depth = blocks)."
+    from diffalg.experiments import make_config
+    cfg = {"architecture": "conv", "width": 1, "depth": 2, "batch": 8, "thresholds": 2,
+           "steps": 3, "residual_init": 0.9, "eval_batch": 200}
+    record, setup = run("logic", cfg, return_setup=True, progress=False)
+    assert set(record["metrics"]) == {"relaxed", "discrete"} and len(record["losses"]) == 3
+    assert type(setup.model[0]).__name__ == "BitsToImage"
+    assert setup.model[0].shape == (1, 8, 8, 2)              # digits: 1 channel of 8 x 8, 2 bits
+    again = logic.build(make_config("logic", cfg), CPU)
+    assert all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(),
+                                                  logic.build(make_config("logic", cfg), CPU)
+                                                  .model.state_dict().values()))
+    with pytest.raises(ValueError, match="architecture"):
+        run("logic", {"architecture": "lstm", "steps": 1}, progress=False)
+    with pytest.raises(ValueError, match="residual_init"):
+        logic.build(make_config("logic", cfg | {"residual_init": 1.5}), CPU)
+>>>>>>> wt15-conv

@@ -11,6 +11,7 @@ from torch import nn
 import diffalg.data
 from ..checks import check_choice, check_int, check_positive
 from ..logic import Binarize, GroupSum, LogicLayer, fit_thresholds
+from ..logic import BitsToImage, logic_tree_net
 from .topk import batch_indices
 from .runner import Setup
 
@@ -19,7 +20,7 @@ DEFAULTS = {
     "seed": 0, "steps": 600, "batch": 128, "lr": 0.01, "eval_every": 0,
     "source": "digits", "architecture": "dense", "width": 8000, "depth": 4, "tau": 10.0,
     "binarize": "fitted", "thresholds": 3, "connections": "random", "grad_factor": 1.0,
-    "eval_batch": 1000,
+    "eval_batch": 1000, "tree_depth": 2, "convs": 1, "residual_init": 0.0,
 }
 # Petersen et al. (NeurIPS 2022); the settings of difflogic's experiments/main.py and README
 _TRAINING = {"batch": 100, "lr": 0.01, "steps": 200_000, "eval_every": 1_000,
@@ -41,12 +42,15 @@ HELP = {
     "batch": "global batch size (all processes together)", "lr": "Adam's learning rate",
     "eval_every": "evaluate every so many steps (0: at the end)",
     "source": "diffalg.data.classification source",
-    "architecture": "'dense' (randomly connected LogicLayers)",
-    "width": "gates per layer", "depth": "number of LogicLayers",
+    "architecture": "'dense' (randomly connected LogicLayers) or 'conv' (logic_tree_net)",
+    "width": "gates per layer (conv: channel width k)",
+    "depth": "number of LogicLayers (conv: convolutional blocks, 1 to 4)",
     "tau": "GroupSum's temperature",
     "binarize": "'fitted', 'quantile', 'fixed' or 'grey' (see below)",
     "thresholds": "thresholds (bits) per pixel value", "connections": "'random' or 'unique'",
     "grad_factor": "LogicLayer's gradient factor", "eval_batch": "images per evaluation chunk",
+    "tree_depth": "conv: depth of each logic tree", "convs": "conv: tree convolutions per block",
+    "residual_init": "initial probability of gate 'A' (0: random logits)",
 }
 
 # %% ../../nbs/appendix/paper_scale/04_logic.ipynb #9ae68ad1
@@ -61,8 +65,9 @@ def _splits(cfg: dict, data=None) -> dict:
         data = {split: diffalg.data.classification(cfg["source"], split) for split in _SPLITS}
     elif not isinstance(data, dict) or not set(_SPLITS) <= set(data):
         raise TypeError("`data` must be a dict {'train': (x, y), 'test': (x, y)}")
-    return {split: (data[split][0].float().flatten(1), data[split][1].long())
-            for split in _SPLITS}
+    out = {split: (data[split][0].float().flatten(1), data[split][1].long())
+           for split in _SPLITS}
+    return out | {"shape": tuple(data["train"][0].shape[1:])}
 
 def _load(cfg: dict, data=None) -> dict:
     "Flattened train and test (grey values, labels), the binarizer and the number of classes."
@@ -88,24 +93,31 @@ def encode(x, data: dict, cfg: dict, training: bool):
 def _check(cfg: dict) -> dict:
     "Raise a clear error for a bad value of the keys that `build` reads."
     for key, low in (("seed", 0), ("steps", 0), ("batch", 1), ("width", 1), ("depth", 1),
-                     ("thresholds", 1), ("eval_batch", 1)):
+                     ("thresholds", 1), ("eval_batch", 1), ("tree_depth", 1), ("convs", 1)):
         check_int(cfg[key], key, minimum=low)
     for key in ("lr", "tau", "grad_factor"):
         check_positive(cfg[key], key)
-    check_choice(cfg["architecture"], "architecture", ("dense",))
+    check_choice(cfg["architecture"], "architecture", ("dense", "conv"))
+    if not 0 <= cfg["residual_init"] < 1:
+        raise ValueError(f"`residual_init` must be in [0, 1), got {cfg['residual_init']}")
     check_choice(cfg["binarize"], "binarize", _BINARIZE)
     check_choice(cfg["connections"], "connections", ("random", "unique"))
     return cfg
 
+# %% ../../nbs/appendix/paper_scale/04_logic.ipynb #af50c1b1
 def build(cfg: dict, device, data=None) -> Setup:
     """The data, the network (same initial gates for the same cfg['seed']) and Adam; `data`
     ({'train': (x, y), 'test': (x, y)}, tensors) replaces cfg['source'] if given."""
     data = _load(_check(cfg), data)
+    if cfg["architecture"] == "conv":
+        model = _conv_network(cfg, data).to(device)
+        return Setup(model, torch.optim.Adam(model.parameters(), lr=cfg["lr"]), data)
     classes, width = data["classes"], cfg["width"]
     if width % classes:
         raise ValueError(f"`width` ({width}) must be divisible by the number of classes "
                          f"({classes}) for GroupSum")
-    options = {"connections": cfg["connections"], "grad_factor": cfg["grad_factor"]}
+    options = {"connections": cfg["connections"], "grad_factor": cfg["grad_factor"],
+               "residual_init": cfg["residual_init"] or None}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg["seed"])
         layers = [LogicLayer(data["in_dim"], width, **options)]
@@ -124,6 +136,20 @@ def loss(model: nn.Module, batch, cfg: dict) -> torch.Tensor:
     "Mean cross-entropy of the batch (inputs, labels)."
     x, y = batch
     return nn.functional.cross_entropy(model(x), y)
+
+# %% ../../nbs/appendix/paper_scale/04_logic.ipynb #f86b8d98
+def _conv_network(cfg: dict, data: dict) -> nn.Module:
+    "BitsToImage, then diffalg.logic.logic_tree_net with k = cfg['width'], cfg['depth'] blocks."
+    if len(data["shape"]) != 3:
+        raise ValueError("`architecture='conv'` needs images (N, C, H, W), got samples of shape "
+                         f"{data['shape']}")
+    c, h, w = data["shape"]
+    bits = 1 if cfg["binarize"] == "grey" else cfg["thresholds"]
+    net = logic_tree_net(cfg["width"], c * bits, (h, w), data["classes"], blocks=cfg["depth"],
+                         tau=cfg["tau"], tree_depth=cfg["tree_depth"], convs=cfg["convs"],
+                         residual_init=cfg["residual_init"] or None, seed=cfg["seed"])
+    return nn.Sequential(BitsToImage(c, h, w, bits), *net)
+
 
 # %% ../../nbs/appendix/paper_scale/04_logic.ipynb #1a1078ac
 def evaluate(model: nn.Module, setup: Setup, cfg: dict) -> dict:

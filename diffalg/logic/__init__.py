@@ -6,7 +6,9 @@ __all__ = ['GATE_NAMES', 'RELAXED_GATES', 'gate_truth_table', 'relaxed_gates', '
            'logic_layer', 'LogicLayer', 'GroupSum', 'fit_thresholds', 'binarize', 'Binarize', 'GATE_FORMS',
            'check_bits', 'LogicCircuit', 'pack_bits', 'unpack_bits', 'packed_plan', 'count_groups_packed',
            'packed_forward', 'circuit_to_c', 'CompiledCircuit', 'compile_circuit', 'CircuitLayer', 'PlanLayer',
-           'PackedPlan', 'PackedInput']
+           'PackedPlan', 'PackedInput', 'residual_logits', 'output_size', 'tree_connections', 'reference_tree_conv',
+           'LogicTreeConv2d', 'reference_or_pool', 'OrPool2d', 'LearnableThresholds', 'BitsToImage', 'logic_tree_net',
+           'count_gates']
 
 # %% ../../nbs/05_logic/index.ipynb #a12bbd92
 from .gates import GATE_NAMES, RELAXED_GATES, gate_truth_table, relaxed_gates
@@ -14,12 +16,15 @@ from .gates import relaxed_gate
 from .reference import reference_layer, reference_group_sum, random_connections
 from .reference import unique_connections
 from ._engine import GATE_COEFFICIENTS, gate_coefficients, logic_layer
-from .layers import LogicLayer, GroupSum
+from .layers import LogicLayer, GroupSum, residual_logits
 from .binarization import fit_thresholds, binarize, Binarize
 from .inference import GATE_FORMS, check_bits, LogicCircuit, pack_bits, unpack_bits
 from .inference import packed_plan, count_groups_packed, packed_forward
 from .inference import CircuitLayer, PlanLayer, PackedPlan
 from .export import circuit_to_c, CompiledCircuit, compile_circuit, PackedInput
+from .conv import output_size, tree_connections, reference_tree_conv
+from .conv import LogicTreeConv2d, reference_or_pool, OrPool2d
+from .conv import LearnableThresholds, BitsToImage, logic_tree_net, count_gates
 
 _all_ = ['GATE_NAMES', 'RELAXED_GATES', 'gate_truth_table', 'relaxed_gates', 'relaxed_gate',
          'reference_layer', 'reference_group_sum', 'random_connections', 'unique_connections',
@@ -27,4 +32,6 @@ _all_ = ['GATE_NAMES', 'RELAXED_GATES', 'gate_truth_table', 'relaxed_gates', 're
          'fit_thresholds', 'binarize', 'Binarize', 'GATE_FORMS', 'check_bits', 'LogicCircuit',
          'pack_bits', 'unpack_bits', 'packed_plan', 'count_groups_packed', 'packed_forward',
          'circuit_to_c', 'CompiledCircuit', 'compile_circuit', 'CircuitLayer', 'PlanLayer',
-         'PackedPlan', 'PackedInput']
+         'PackedPlan', 'PackedInput', 'residual_logits', 'output_size', 'tree_connections',
+         'reference_tree_conv', 'LogicTreeConv2d', 'reference_or_pool', 'OrPool2d',
+         'LearnableThresholds', 'BitsToImage', 'logic_tree_net', 'count_gates']
