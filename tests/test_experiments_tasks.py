@@ -319,7 +319,6 @@ def test_logic_history_ends_with_the_final_metrics():
     assert record["train_seconds"] > 0 and len(record["losses"]) == 4
 
 
-<<<<<<< HEAD
 def test_shortest_paths_build_is_the_newton_chapters_setup():
     "The Newton chapter's runs start from the maps and the network it built before the runner."
     from diffalg.relax import TerrainCostNet, terrain_maps
@@ -350,7 +349,8 @@ def test_shortest_paths_build_reuses_the_last_maps():
     for a, b in zip(fresh.data["train"] + fresh.data["test"],
                     first.data["train"] + first.data["test"]):
         assert torch.equal(a, b)
-=======
+
+
 def test_logic_conv_architecture_trains_and_evaluates():
     "architecture='conv': logic_tree_net on the images (width = k, depth = blocks)."
     from diffalg.experiments import make_config
@@ -368,4 +368,3 @@ def test_logic_conv_architecture_trains_and_evaluates():
         run("logic", {"architecture": "lstm", "steps": 1}, progress=False)
     with pytest.raises(ValueError, match="residual_init"):
         logic.build(make_config("logic", cfg | {"residual_init": 1.5}), CPU)
->>>>>>> wt15-conv
