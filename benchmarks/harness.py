@@ -58,6 +58,7 @@ FULL = {
     "cpu_effects": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_cpu_effects.py",
     "compile": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_compile.py",
     "ranking_scale5": "OMP_WAIT_POLICY=PASSIVE python benchmarks/ranking_table.py --scale 5",
+    "smoothing": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_smoothing.py",
     "before_after": "python benchmarks/compare_trees.py OLD_TREE NEW_TREE",
 }
 
