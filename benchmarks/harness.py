@@ -58,12 +58,9 @@ FULL = {
     "cpu_effects": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_cpu_effects.py",
     "compile": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_compile.py",
     "ranking_scale5": "OMP_WAIT_POLICY=PASSIVE python benchmarks/ranking_table.py --scale 5",
-<<<<<<< HEAD
     "paper_ranking": "OMP_WAIT_POLICY=PASSIVE python benchmarks/paper_tables.py",
     "ddp": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_ddp.py",
-=======
     "smoothing": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_smoothing.py",
->>>>>>> wt16-smooth2
     "before_after": "python benchmarks/compare_trees.py OLD_TREE NEW_TREE",
 }
 
