@@ -46,6 +46,7 @@ wor xnor xor bit byte logic int shortint longint break continue return do foreac
 interface package program class import export extern static typedef enum struct union
 """.split())   # the reserved words of Verilog-2005 and the most common of SystemVerilog
 
+# %% ../../nbs/05_logic/09_verilog.ipynb #07d71c6a
 def check_identifier(name, argname: str = "module_name") -> str:
     "Return `name` if it is a plain Verilog identifier and no reserved word; raise otherwise."
     if not isinstance(name, str):
@@ -57,7 +58,7 @@ def check_identifier(name, argname: str = "module_name") -> str:
         raise ValueError(f"`{argname}` must not be a Verilog keyword, got {name!r}")
     return name
 
-# %% ../../nbs/05_logic/09_verilog.ipynb #7ceb57b7
+# %% ../../nbs/05_logic/09_verilog.ipynb #6366b517
 def _lower_logic_layer(module, shape):
     "A LogicLayer: one layer of its argmax gates."
     if shape != (module.in_dim,):
@@ -76,7 +77,7 @@ class HardwareCircuit(NamedTuple):
     circuit: LogicCircuit
     thresholds: torch.Tensor = None
 
-# %% ../../nbs/05_logic/09_verilog.ipynb #051dac2b
+# %% ../../nbs/05_logic/09_verilog.ipynb #1faea420
 def hardware_circuit(model, input_shape=None) -> HardwareCircuit:
     """The circuit of `model`: a `LogicCircuit` or `HardwareCircuit` (returned as is), or a
     Sequential of [Binarize], modules with an entry in `LOWERINGS` and an optional GroupSum."""
@@ -109,7 +110,7 @@ def hardware_circuit(model, input_shape=None) -> HardwareCircuit:
     circuit = LogicCircuit(in_dim, layers, k, 1.0 if k is None else tau)
     return HardwareCircuit(circuit, thresholds)
 
-# %% ../../nbs/05_logic/09_verilog.ipynb #1be204cb
+# %% ../../nbs/05_logic/09_verilog.ipynb #fcb529fd
 def integer_thresholds(thresholds, input_bits: int, input_scale: float):
     """(F, m) int64: per threshold the smallest level c in [0, 2**input_bits] whose bit is on,
     for features read as float32 v / input_scale: bit (f, r) = [v_f >= c_{f, r}]."""
@@ -119,7 +120,7 @@ def integer_thresholds(thresholds, input_bits: int, input_scale: float):
     on = binarize(levels.view(n, 1).expand(n, F), thresholds).view(n, F, m) > 0
     return torch.where(on.any(0), on.int().argmax(0), torch.tensor(n))   # argmax: first level
 
-# %% ../../nbs/05_logic/09_verilog.ipynb #656eddc3
+# %% ../../nbs/05_logic/09_verilog.ipynb #b84def12
 class _Design(NamedTuple):
     "What `to_verilog` writes: the circuit, integer thresholds (or None) and the options."
     circuit: LogicCircuit
@@ -166,7 +167,7 @@ def _design(model, module_name="logic_net", counts=True, bits=None, registered=F
     name = check_identifier(module_name)
     return _Design(hw.circuit, t, input_bits, name, bool(registered), counts, bits)
 
-# %% ../../nbs/05_logic/09_verilog.ipynb #037d914d
+# %% ../../nbs/05_logic/09_verilog.ipynb #e6c18ef7
 def _wrap(head, items, tail, indent="    "):
     "`head`, the items joined by ', ', `tail`, wrapped into lines of at most 99 characters."
     lines, cur = [], head
@@ -203,7 +204,7 @@ def _header(d):
     ports = [f"  {p}," for p in ports[:-1]] + [f"  {ports[-1]}"]
     return doc + [f"module {d.name} (", *ports, ");"]
 
-# %% ../../nbs/05_logic/09_verilog.ipynb #ded07b65
+# %% ../../nbs/05_logic/09_verilog.ipynb #a57bf07c
 def _input_stage(d):
     "With a Binarize: one wire per input bit, an integer comparison of a feature; else nothing."
     if d.thresholds is None:
@@ -234,7 +235,7 @@ def _layer_stage(d):
     last = [_sig(d, L, j) for j in reversed(range(d.circuit.out_dim))]
     return out + _wrap("  assign y = {", last, "};")
 
-# %% ../../nbs/05_logic/09_verilog.ipynb #66467e1f
+# %% ../../nbs/05_logic/09_verilog.ipynb #aae6bd48
 def _adder_tree(c, leaves):
     "A balanced tree of adders over the one-bit signals `leaves`: its lines and its root."
     nodes, lines, level = [(s, 1) for s in leaves], [], 0       # (signal, leaves below it)
@@ -273,7 +274,7 @@ def _emit(d):
     parts = _header(d) + _input_stage(d) + _layer_stage(d) + _count_stage(d)
     return "\n".join(parts + ["endmodule"]) + "\n"
 
-# %% ../../nbs/05_logic/09_verilog.ipynb #6edb3b94
+# %% ../../nbs/05_logic/09_verilog.ipynb #d4971f0c
 def to_verilog(model_or_circuit, module_name: str = "logic_net", *, counts: bool = True,
                bits=None, registered: bool = False, input_bits: int = 8, input_scale=None,
                input_shape=None) -> str:
@@ -291,7 +292,7 @@ def write_verilog(path, model_or_circuit, module_name: str = "logic_net", **opti
     path.write_text(to_verilog(model_or_circuit, module_name, **options))
     return path
 
-# %% ../../nbs/05_logic/09_verilog.ipynb #ea38dabe
+# %% ../../nbs/05_logic/09_verilog.ipynb #19166684
 def _testbench(d, in_path, out_path):
     "Testbench of design `d`: input lines from `in_path`, outputs written to `out_path`."
     for p in (in_path, out_path):
@@ -323,7 +324,7 @@ def verilog_testbench(model_or_circuit, module_name: str = "logic_net", in_path=
     input bits (last bit first) from `in_path` and writes the output ports to `out_path`."""
     return _testbench(_design(model_or_circuit, module_name, **options), in_path, out_path)
 
-# %% ../../nbs/05_logic/09_verilog.ipynb #5ad7c4f3
+# %% ../../nbs/05_logic/09_verilog.ipynb #6a1496df
 def _input_bits(d, x):
     "The x port's bits (batch, in_width), bool: `x` itself, or its integer features' bits."
     x = torch.as_tensor(x).cpu()
@@ -365,7 +366,7 @@ def _read_outputs(d, path, n):
         out[name] = b if name == "y" else (b.long() << torch.arange(b.shape[-1])).sum(-1)
     return out
 
-# %% ../../nbs/05_logic/09_verilog.ipynb #e8841dac
+# %% ../../nbs/05_logic/09_verilog.ipynb #22543e06
 def simulate_verilog(model_or_circuit, x, module_name: str = "logic_net", **options) -> dict:
     """Simulate `to_verilog(model_or_circuit, module_name, **options)` with Icarus Verilog on
     the rows of `x`: bits (batch, in_dim), or with a Binarize integer features (batch, F).
