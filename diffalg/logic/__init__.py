@@ -8,7 +8,8 @@ __all__ = ['GATE_NAMES', 'RELAXED_GATES', 'gate_truth_table', 'relaxed_gates', '
            'packed_forward', 'circuit_to_c', 'CompiledCircuit', 'compile_circuit', 'CircuitLayer', 'PlanLayer',
            'PackedPlan', 'PackedInput', 'residual_logits', 'output_size', 'tree_connections', 'reference_tree_conv',
            'LogicTreeConv2d', 'reference_or_pool', 'OrPool2d', 'LearnableThresholds', 'BitsToImage', 'logic_tree_net',
-           'count_gates']
+           'count_gates', 'to_verilog', 'write_verilog', 'verilog_testbench', 'simulate_verilog', 'hardware_circuit',
+           'HardwareCircuit']
 
 # %% ../../nbs/05_logic/index.ipynb #a12bbd92
 from .gates import GATE_NAMES, RELAXED_GATES, gate_truth_table, relaxed_gates
@@ -25,6 +26,8 @@ from .export import circuit_to_c, CompiledCircuit, compile_circuit, PackedInput
 from .conv import output_size, tree_connections, reference_tree_conv
 from .conv import LogicTreeConv2d, reference_or_pool, OrPool2d
 from .conv import LearnableThresholds, BitsToImage, logic_tree_net, count_gates
+from .verilog import to_verilog, write_verilog, verilog_testbench
+from .verilog import simulate_verilog, hardware_circuit, HardwareCircuit
 
 _all_ = ['GATE_NAMES', 'RELAXED_GATES', 'gate_truth_table', 'relaxed_gates', 'relaxed_gate',
          'reference_layer', 'reference_group_sum', 'random_connections', 'unique_connections',
@@ -34,4 +37,6 @@ _all_ = ['GATE_NAMES', 'RELAXED_GATES', 'gate_truth_table', 'relaxed_gates', 're
          'circuit_to_c', 'CompiledCircuit', 'compile_circuit', 'CircuitLayer', 'PlanLayer',
          'PackedPlan', 'PackedInput', 'residual_logits', 'output_size', 'tree_connections',
          'reference_tree_conv', 'LogicTreeConv2d', 'reference_or_pool', 'OrPool2d',
-         'LearnableThresholds', 'BitsToImage', 'logic_tree_net', 'count_gates']
+         'LearnableThresholds', 'BitsToImage', 'logic_tree_net', 'count_gates',
+         'to_verilog', 'write_verilog', 'verilog_testbench', 'simulate_verilog',
+         'hardware_circuit', 'HardwareCircuit']
