@@ -76,11 +76,14 @@ def test_expected_sort_of_two_numbers(device):
     torch.testing.assert_close(x.grad, torch.stack([Phi, 1 - Phi], -1), atol=0.03, rtol=0)
 
 
-@pytest.mark.parametrize("name", LIGHT)
-@pytest.mark.parametrize("vr", VRS)
+# The triangular score has E[psi^2] = inf: no tolerance holds without antithetic pairs, so
+# triangular is checked with the reductions that pair its samples only.
+LINEAR_CASES = [(name, vr) for name in LIGHT for vr in VRS
+                if name != "triangular" or "antithetic" in vr]
+
+
+@pytest.mark.parametrize("name, vr", LINEAR_CASES)
 def test_linear_function(name, vr):
-    if name == "triangular" and "antithetic" not in vr:
-        pytest.skip("the triangular score has E[psi^2] = inf: no tolerance holds without pairs")
     A = torch.randn(3, 4, dtype=torch.float64, generator=gen(2))
     x = torch.randn(2, 4, dtype=torch.float64, generator=gen(3)).requires_grad_()
     y = smooth(lambda z: z @ A.T, x, 0.3, 2 ** 12, name, vr or None, generator=gen(4))
