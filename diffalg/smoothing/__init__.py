@@ -3,14 +3,20 @@
 # %% auto #0
 __all__ = ['NOISE', 'CLASSICAL', 'inverse_cdf', 'score', 'estimate_jacobian', 'REDUCTIONS', 'ESTIMATORS', 'smooth', 'Smoothed',
            'RANKING_LOSSES', 'hard_permutation', 'smoothed_ranking_loss', 'grid_shortest_path', 'silhouette_of_pose',
-           'gradient_variance']
+           'gradient_variance', 'neighbour_table', 'dijkstra_path', 'SECOND_ORDER', 'score_derivative',
+           'hessian_weights', 'estimate_hessian']
 
 # %% ../../nbs/07_smoothing/index.ipynb #0ce46c4a
 from .reference import NOISE, CLASSICAL, inverse_cdf, score, estimate_jacobian
 from .smooth import REDUCTIONS, ESTIMATORS, smooth, Smoothed
 from .ranking import RANKING_LOSSES, hard_permutation, smoothed_ranking_loss
 from .tasks import grid_shortest_path, silhouette_of_pose, gradient_variance
+from .dijkstra import neighbour_table, dijkstra_path
+from .second_order import SECOND_ORDER, score_derivative, hessian_weights
+from .second_order import estimate_hessian
 
 _all_ = ['NOISE', 'CLASSICAL', 'inverse_cdf', 'score', 'estimate_jacobian', 'REDUCTIONS',
          'ESTIMATORS', 'smooth', 'Smoothed', 'RANKING_LOSSES', 'hard_permutation',
-         'smoothed_ranking_loss', 'grid_shortest_path', 'silhouette_of_pose', 'gradient_variance']
+         'smoothed_ranking_loss', 'grid_shortest_path', 'silhouette_of_pose', 'gradient_variance',
+         'neighbour_table', 'dijkstra_path', 'SECOND_ORDER', 'score_derivative',
+         'hessian_weights', 'estimate_hessian']

@@ -11,6 +11,7 @@ import torch
 from ..checks import check_tensor, check_positive, check_int, check_choice
 from ..distributions import get_distribution
 from .reference import NOISE, CLASSICAL, sobol_points, inverse_cdf, score
+from .second_order import SECOND_ORDER, SmoothedGradient, FirstOrderOnly
 
 # %% ../../nbs/07_smoothing/02_smooth.ipynb #96ada079
 REDUCTIONS = ("loo", "antithetic", "qmc")
@@ -32,7 +33,9 @@ def _parse_reductions(variance_reduction):
         check_choice(name, "variance_reduction", REDUCTIONS)
     return frozenset(names)
 
-def _check_options(sigma, samples, distribution, variance_reduction, estimator):
+# %% ../../nbs/07_smoothing/02_smooth.ipynb #3b1f7c21
+def _check_options(sigma, samples, distribution, variance_reduction, estimator,
+                   second_order=False):
     "Validate the options of `smooth`; return (distribution name, set of reductions)."
     check_positive(sigma, "sigma", allow_tensor=False)
     samples = check_int(samples, "samples", minimum=1)
@@ -44,6 +47,11 @@ def _check_options(sigma, samples, distribution, variance_reduction, estimator):
     if estimator == "score" and name not in CLASSICAL:
         raise ValueError(f"`estimator='score'` needs a differentiable density with full support "
                          f"{CLASSICAL}, got {name!r}; use estimator='generalized'")
+    if not isinstance(second_order, bool):
+        raise TypeError(f"`second_order` must be a bool, got {type(second_order).__name__}")
+    if second_order and name not in SECOND_ORDER:
+        raise ValueError(f"`second_order=True` needs a twice differentiable density with full "
+                         f"support {SECOND_ORDER}, got {name!r}")
     reductions = _parse_reductions(variance_reduction)
     if "loo" in reductions and samples < 2:
         raise ValueError(f"`samples` must be >= 2 for the leave-one-out baseline, got {samples}")
@@ -147,14 +155,22 @@ class _Smooth(torch.autograd.Function):
         return ys.mean(0)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, g):
         x, e, ys = ctx.saved_tensors
+        if torch.is_grad_enabled():      # create_graph=True: a second derivative must fail
+            return FirstOrderOnly.apply(x, g, e, ys, ctx.plan), None
         return ctx.plan.vjp(x, e, ys, g), None
+
+class _SmoothTwice(_Smooth):
+    "The same forward; a backward that is differentiable again (section 7.6)."
+    @staticmethod
+    def backward(ctx, g):
+        x, e, ys = ctx.saved_tensors
+        return SmoothedGradient.apply(x, g, e, ys, ctx.plan), None
 
 # %% ../../nbs/07_smoothing/02_smooth.ipynb #51072b55
 def smooth(f, x, sigma, samples=64, distribution="gaussian", variance_reduction="loo",
-           estimator="generalized", batch_dims=None, generator=None):
+           estimator="generalized", batch_dims=None, generator=None, second_order=False):
     '''>>> y = smooth(lambda z: torch.sort(z).values, scores, sigma=0.1, samples=64)
     >>> y.sum().backward()                       # scores.grad: a score-function estimate
 
@@ -163,18 +179,20 @@ def smooth(f, x, sigma, samples=64, distribution="gaussian", variance_reduction=
     (samples, *batch, ...); `batch_dims` (default x.dim() - 1) leading dims of `x` are independent
     problems; `variance_reduction`: None or names from REDUCTIONS joined by '+'; `estimator`:
     'generalized' (any density of reference.NOISE) or 'score' (Gaussian, logistic, Cauchy only);
-    `generator` seeds the noise, which forward and backward share.'''
+    `generator` seeds the noise, which forward and backward share; `second_order=True`
+    (Gaussian, logistic, Cauchy) makes the gradient differentiable again, by the second-order
+    estimator on the same samples (Hessians, Newton losses).'''
     if not callable(f):
         raise TypeError(f"`f` must be callable, got {type(f).__name__}")
     check_tensor(x, "x")
     name, reductions = _check_options(sigma, samples, distribution, variance_reduction,
-                                      estimator)
+                                      estimator, second_order)
     nb = x.dim() - 1 if batch_dims is None else check_int(batch_dims, "batch_dims", minimum=0,
                                                              maximum=x.dim())
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"`generator` must be a torch.Generator, got {type(generator).__name__}")
     plan = _Plan(f, sigma, samples, name, reductions, max(nb, 0), generator)
-    return _Smooth.apply(x, plan)
+    return (_SmoothTwice if second_order else _Smooth).apply(x, plan)
 
 # %% ../../nbs/07_smoothing/02_smooth.ipynb #0a797b07
 class Smoothed(torch.nn.Module):
@@ -183,18 +201,19 @@ class Smoothed(torch.nn.Module):
 
     `smooth(f, x, ...)` as a module that holds `f` and the options (checked here, once).'''
     def __init__(self, f, sigma, samples=64, distribution="gaussian", variance_reduction="loo",
-                 estimator="generalized", batch_dims=None):
+                 estimator="generalized", batch_dims=None, second_order=False):
         super().__init__()
         if not callable(f):
             raise TypeError(f"`f` must be callable, got {type(f).__name__}")
-        _check_options(sigma, samples, distribution, variance_reduction, estimator)
+        _check_options(sigma, samples, distribution, variance_reduction, estimator, second_order)
         self.f, self.sigma, self.samples, self.distribution = f, sigma, samples, distribution
         self.variance_reduction, self.estimator = variance_reduction, estimator
-        self.batch_dims = batch_dims
+        self.batch_dims, self.second_order = batch_dims, second_order
 
     def forward(self, x, generator=None):
         return smooth(self.f, x, self.sigma, self.samples, self.distribution,
-                      self.variance_reduction, self.estimator, self.batch_dims, generator)
+                      self.variance_reduction, self.estimator, self.batch_dims, generator,
+                      self.second_order)
 
     def extra_repr(self):
         return (f"sigma={self.sigma}, samples={self.samples}, distribution={self.distribution!r}, "
