@@ -8,8 +8,9 @@ import torch
 from diffalg._native import find_c_compiler
 from diffalg.logic import (Binarize, BitsToImage, FOLDED_GATES, GATE_NAMES, LearnableThresholds,
                            LogicCircuit, LogicLayer, LogicTreeConv2d, OrPool2d, compile_circuit,
-                           count_gates, gate_truth_table, hardware_circuit, logic_tree_net,
-                           simulate_verilog, tree_layers, window_inputs)
+                           binarize, count_gates, fixed_thresholds, gate_truth_table,
+                           hardware_circuit, logic_tree_net, simulate_verilog, tree_layers,
+                           window_inputs)
 from diffalg.logic.lowering import OR_GATE
 from diffalg.logic.verilog import LOWERINGS
 
@@ -181,3 +182,38 @@ def test_bad_input_is_a_clear_error():
         hardware_circuit(torch.nn.Sequential(BitsToImage(1, 8, 8, 2), *net), (100,))
     with pytest.raises(ValueError, match="leaves"):
         tree_layers(torch.zeros(4, 3, dtype=torch.long), torch.zeros(4, 2, dtype=torch.long))
+
+
+def learned_threshold_model(device="cpu"):
+    net = random_gates(logic_tree_net(1, in_channels=6, image_size=(6, 8), classes=2, blocks=1,
+                                      seed=4))
+    model = torch.nn.Sequential(LearnableThresholds(2, 3), *net).to(device).eval()
+    with torch.no_grad():
+        model[0].thresholds.uniform_(0.1, 0.9)
+    return model
+
+
+def test_fixed_thresholds_equal_learned_thresholds(device):
+    model = learned_threshold_model(device)
+    fixed = fixed_thresholds(model, (2, 6, 8))
+    hw = hardware_circuit(fixed)
+    x = torch.rand(65, 2, 6, 8, device=device)
+    with torch.no_grad():
+        want = model(x)
+        assert torch.equal(fixed(x.flatten(1)), want)
+    bits = binarize(x.flatten(1), hw.thresholds.to(device))
+    assert torch.equal(hw.circuit.packed(bits).float() / hw.circuit.tau, want)
+    with pytest.raises(TypeError, match="LearnableThresholds"):
+        fixed_thresholds(torch.nn.Sequential(*model[1:]), (2, 6, 8))
+    with pytest.raises(ValueError, match=r"\(2, H, W\)"):
+        fixed_thresholds(model, (3, 6, 8))
+
+
+@needs_iverilog
+def test_fixed_thresholds_verilog_equals_eval_mode():
+    model = learned_threshold_model()
+    pixels = torch.randint(0, 256, (40, 2, 6, 8), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = model(pixels.float() / 255)
+    sim = simulate_verilog(fixed_thresholds(model, (2, 6, 8)), pixels.flatten(1))
+    assert torch.equal(sim["counts"].float() / model[-1].tau, want)
