@@ -2,12 +2,14 @@
 Python implementation (or, when difflogic cannot be imported, a plain 16-gate PyTorch reference
 written the same way) at several widths, and discrete inference throughput of a 6-layer circuit:
 the compiled C path timed on the circuit alone (input packed beforehand, as in the paper's figure)
-and from a bool tensor (packing included), and the bit-packed PyTorch path from a bool tensor.
+and from a bool tensor (packing included), and the bit-packed PyTorch path from a bool tensor;
+with `--conv`, the compiled C path of the chapter's convolutional models (images/s on one core).
 Records benchmarks/results/logic.json.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_logic.py --block 5 --repeats 10   # minutes
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_logic.py --quick                  # seconds
     python benchmarks/bench_logic.py --difflogic-src DIR      # against difflogic's Python layer
+    python benchmarks/bench_logic.py --conv mnist cifar   # also the convolutional circuits' C path
 
 difflogic (Petersen et al.) needs a CUDA build to install; its Python implementation does not use
 CUDA, so `--difflogic-src DIR` (a folder holding the `difflogic/` package sources of
@@ -35,6 +37,10 @@ try:                                  # the chapter subpackage
 except ImportError:                   # the earlier flat modules
     from diffalg.logic import GroupSum, LogicLayer
     from diffalg.logic_compiled import LogicCircuit, compile_circuit
+try:                                  # convolutional circuits (diffalg.logic.lowering)
+    from diffalg.logic import BitsToImage, hardware_circuit, logic_tree_net
+except ImportError:
+    hardware_circuit = None
 
 IN_DIM = 784
 REFERENCE = "16-gate PyTorch layer (this file)"
@@ -233,6 +239,42 @@ def inference_rows(args):
     return comparison, rows
 
 
+CONV_MODELS = {   # name: (k, channels, image size, blocks, bits per pixel), the chapter's models
+    "mnist": (4, 1, 28, 3, 2),     # 05_convolutions: logic_tree_net(4, 2, 28, blocks=3)
+    "cifar": (1, 3, 32, 4, 3),     # CIFAR-10 size, the paper's family at k = 1 (3 thresholds)
+}
+
+
+def conv_inference_rows(args):
+    "Discrete inference of the convolutional models (random gates): images/s/core, C and packed."
+    rows = []
+    for name in args.conv:
+        k, c, size, blocks, bits = CONV_MODELS[name]
+        net = logic_tree_net(k, c * bits, size, 10, blocks=blocks, seed=0)
+        model = torch.nn.Sequential(BitsToImage(c, size, size, bits), *net).eval()
+        circuit = hardware_circuit(model, (c * size * size * bits,)).circuit
+        compiled, n = compile_circuit(circuit), args.conv_images
+        x = torch.rand(n, circuit.in_dim) > 0.5
+        with torch.no_grad():
+            want = model(x[:256].float())
+        if not torch.equal(compiled(x[:256]).float() / circuit.tau, want):
+            print(f"warning: the compiled {name} circuit and eval mode disagree")
+        packed, _ = compiled.pack(x)
+        cases = {"compiled C, pre-packed input": lambda: compiled.run_packed(packed, n),
+                 "compiled C, from bool tensor": lambda: compiled(x)}
+        comparison = f"conv discrete inference, {name}, {circuit.n_gates:,} gates"
+        t, cpu = interleaved_medians(cases, max(3, args.repeats // 4), warmup=1)
+        for case in cases:
+            rows.append({"comparison": comparison, "case": f"{case}, 1 thread(s)", "path": case,
+                         "model": name, "gates": circuit.n_gates, "threads": 1,
+                         "size_name": "images", "size": n, "diffalg_s": t[case],
+                         "images_per_s": n / t[case], "images_per_cpu_s": n / cpu[case]})
+    if rows:
+        print("\nDiscrete inference of the convolutional models (one thread), median")
+        print(table(rows, ["model", "gates", "path", "images_per_s", "images_per_cpu_s"]))
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -247,6 +289,10 @@ def main():
     ap.add_argument("--block", type=int, default=1,
                     help="training step: each timed sample is the mean of this many consecutive "
                          "steps of one side (default 1: the sides alternate step by step)")
+    ap.add_argument("--conv", nargs="*", default=[], choices=sorted(CONV_MODELS),
+                    help="also time the discrete inference of these convolutional models")
+    ap.add_argument("--conv-images", type=int, default=16384,
+                    help="batch for the convolutional inference")
     ap.add_argument("--quick", action="store_true",
                     help="widths 500 and 2000, 3 repeats, 16,384 images")
     args = add_record_args(ap).parse_args()
@@ -267,7 +313,11 @@ def main():
     run.run["comparisons"][comparison] = {
         "what": f"6 x {args.width} gates, 784 input bits, median of {max(3, args.repeats // 4)}",
         "size": "images"}
-    run.close(rows)
+    conv_rows = conv_inference_rows(args) if args.conv and hardware_circuit else []
+    for r in conv_rows:
+        run.run["comparisons"].setdefault(r["comparison"], {
+            "what": f"{r['model']} model, {r['gates']:,} gates, one thread", "size": "images"})
+    run.close(rows + conv_rows)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ __all__ = ['GATE_NAMES', 'RELAXED_GATES', 'gate_truth_table', 'relaxed_gates', '
            'PackedPlan', 'PackedInput', 'residual_logits', 'output_size', 'tree_connections', 'reference_tree_conv',
            'LogicTreeConv2d', 'reference_or_pool', 'OrPool2d', 'LearnableThresholds', 'BitsToImage', 'logic_tree_net',
            'count_gates', 'to_verilog', 'write_verilog', 'verilog_testbench', 'simulate_verilog', 'hardware_circuit',
-           'HardwareCircuit']
+           'HardwareCircuit', 'tree_layers', 'window_inputs', 'FOLDED_GATES', 'fixed_thresholds']
 
 # %% ../../nbs/05_logic/index.ipynb #a12bbd92
 from .gates import GATE_NAMES, RELAXED_GATES, gate_truth_table, relaxed_gates
@@ -28,6 +28,8 @@ from .conv import LogicTreeConv2d, reference_or_pool, OrPool2d
 from .conv import LearnableThresholds, BitsToImage, logic_tree_net, count_gates
 from .verilog import to_verilog, write_verilog, verilog_testbench
 from .verilog import simulate_verilog, hardware_circuit, HardwareCircuit
+from .lowering import tree_layers, window_inputs, FOLDED_GATES
+from .lowering import fixed_thresholds
 
 _all_ = ['GATE_NAMES', 'RELAXED_GATES', 'gate_truth_table', 'relaxed_gates', 'relaxed_gate',
          'reference_layer', 'reference_group_sum', 'random_connections', 'unique_connections',
@@ -39,4 +41,5 @@ _all_ = ['GATE_NAMES', 'RELAXED_GATES', 'gate_truth_table', 'relaxed_gates', 're
          'reference_tree_conv', 'LogicTreeConv2d', 'reference_or_pool', 'OrPool2d',
          'LearnableThresholds', 'BitsToImage', 'logic_tree_net', 'count_gates',
          'to_verilog', 'write_verilog', 'verilog_testbench', 'simulate_verilog',
-         'hardware_circuit', 'HardwareCircuit']
+         'hardware_circuit', 'HardwareCircuit', 'tree_layers', 'window_inputs',
+         'FOLDED_GATES', 'fixed_thresholds']

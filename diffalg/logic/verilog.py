@@ -77,6 +77,22 @@ class HardwareCircuit(NamedTuple):
     circuit: LogicCircuit
     thresholds: torch.Tensor = None
 
+# %% ../../nbs/05_logic/09_verilog.ipynb #a7c0e1d2
+def _lower(mods, shape):
+    "CircuitLayers of `mods` on inputs of `shape`; rewirings (1-D tensors) go into the next layer."
+    layers, perm = [], torch.arange(math.prod(shape))    # bit i of the current order: perm[i]
+    for m in mods:
+        new, shape = LOWERINGS[type(m)](m, shape)
+        for item in new:
+            if isinstance(item, torch.Tensor):           # a rewiring
+                perm = perm[item.cpu()]
+            else:
+                layers.append(CircuitLayer(perm[item.indices.cpu()], item.gates))
+                perm = torch.arange(item.gates.numel())
+    if not torch.equal(perm, torch.arange(len(perm))):   # gates 3, "A": plain wires
+        layers.append(CircuitLayer(torch.stack([perm, perm]), torch.full_like(perm, 3)))
+    return layers
+
 # %% ../../nbs/05_logic/09_verilog.ipynb #1faea420
 def hardware_circuit(model, input_shape=None) -> HardwareCircuit:
     """The circuit of `model`: a `LogicCircuit` or `HardwareCircuit` (returned as is), or a
@@ -94,20 +110,18 @@ def hardware_circuit(model, input_shape=None) -> HardwareCircuit:
         raise TypeError("`model` must be a LogicCircuit or a Sequential of an optional Binarize, "
                         f"modules of {[t.__name__ for t in LOWERINGS]} and an optional GroupSum;"
                         f" cannot export {bad or 'a model without gates'}")
+    first = next((m for m in mods if not isinstance(m, torch.nn.Flatten)), None)
+    if input_shape is None and thresholds is None and not isinstance(first, LogicLayer):
+        raise ValueError("`input_shape` (the shape of one input sample) is needed for a "
+                         "model that does not start with a Binarize or a LogicLayer")
     if input_shape is None:
-        first = next((m for m in mods if isinstance(m, LogicLayer)), None)
-        if first is None:
-            raise ValueError("`input_shape` is needed for a model that has no LogicLayer")
-        input_shape = (first.in_dim,)
-    shape, layers = tuple(int(s) for s in input_shape), []
+        input_shape = (first.in_dim,) if thresholds is None else (thresholds.numel(),)
+    shape = tuple(int(s) for s in input_shape)
     in_dim = math.prod(shape)
     if thresholds is not None and thresholds.numel() != in_dim:
         raise ValueError(f"the Binarize gives {thresholds.numel()} bits, the network reads "
                          f"{in_dim}")
-    for m in mods:
-        new, shape = LOWERINGS[type(m)](m, shape)
-        layers += new
-    circuit = LogicCircuit(in_dim, layers, k, 1.0 if k is None else tau)
+    circuit = LogicCircuit(in_dim, _lower(mods, shape), k, 1.0 if k is None else tau)
     return HardwareCircuit(circuit, thresholds)
 
 # %% ../../nbs/05_logic/09_verilog.ipynb #fcb529fd
