@@ -12,6 +12,12 @@ from diffalg.sorting import fast_soft_rank, fast_soft_sort
 REGS = ("l2", "kl")
 
 
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+
 def _check_projection(mu, z, w, log_domain):
     """Brute force: `mu` is the (Euclidean, or KL when `log_domain`) projection of `z` onto the
     permutahedron of `w` iff it lies in it and <d, nu - mu> <= 0 for every vertex nu (every

@@ -5,14 +5,24 @@ import torch
 from diffalg.sorting import permutation_targets, sinkhorn_plan, sinkhorn_sort
 
 
-@pytest.mark.parametrize("epsilon", [1e-1, 1e-2])
-def test_plan_marginals(epsilon, device):
-    x = torch.randn(3, 7, dtype=torch.float64, device=device)
-    plan = sinkhorn_plan(x, epsilon, iterations=500)
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+
+@pytest.mark.parametrize("epsilon,iterations,atol", [(1e-1, 200, 1e-10), (1e-2, 1000, 1e-3)])
+def test_plan_marginals(epsilon, iterations, atol, device):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 7, generator=gen, dtype=torch.float64).to(device)
+    plan = sinkhorn_plan(x, epsilon, iterations)
     ones = torch.ones(3, 7, dtype=torch.float64, device=device)
     torch.testing.assert_close(plan.sum(-2), ones)                 # columns: exact
-    torch.testing.assert_close(plan.sum(-1), ones, atol=1e-4, rtol=0)
+    torch.testing.assert_close(plan.sum(-1), ones, atol=atol, rtol=0)
     assert (plan >= 0).all()
+    # the row marginals converge with the iterations (slowly for a small epsilon)
+    early = (sinkhorn_plan(x, epsilon, iterations // 10).sum(-1) - 1).abs().max()
+    assert (plan.sum(-1) - 1).abs().max() <= early
 
 
 def test_converges_to_hard_permutation():
