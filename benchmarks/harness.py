@@ -62,6 +62,7 @@ FULL = {
     "ddp": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_ddp.py",
     "smoothing": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_smoothing.py",
     "before_after": "python benchmarks/compare_trees.py OLD_TREE NEW_TREE",
+    "ab_interleaved": "python benchmarks/ab_interleaved.py OLD_TREE NEW_TREE --rounds 6",
 }
 
 
