@@ -54,8 +54,9 @@ def sinkhorn_sort(values, epsilon=1e-2, iterations=100):
     (tensor([0., 1., 2.]), tensor([3., 1., 2.]))
 
     Soft ascending sort and soft ranks (1 = smallest) of the last dim of `values` by entropic
-    optimal transport (Cuturi, Teboul, Vert, NeurIPS 2019); returns `SinkhornSort(values, ranks,
-    permutation)` with `permutation` = `sinkhorn_plan(values, epsilon, iterations)`."""
+    optimal transport (Cuturi, Teboul, Vert, NeurIPS 2019); returns a `SinkhornSort` of
+    (values, ranks, permutation), the permutation being `sinkhorn_plan(values, epsilon,`
+    `iterations)`."""
     plan = sinkhorn_plan(values, epsilon, iterations)
     positions = torch.arange(1, values.shape[-1] + 1, dtype=values.dtype, device=values.device)
     soft_values = (plan * values.unsqueeze(-1)).sum(-2) / plan.sum(-2)
