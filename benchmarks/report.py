@@ -56,13 +56,14 @@ def command(name):
     return FULL.get(name, f"python benchmarks/... ({name})")
 
 
-def about(data, name):
-    "Where the figures below come from (machine, versions, command), or how to make the file."
-    if data is None:
+def about(data, name, run=None):
+    """Where the figures below come from (machine, versions, command), or how to make the file;
+    of `run` if given, else of the run the page shows."""
+    if data is None or (run is None and not data["runs"]):
         display(Markdown(f"**No results yet.** `{command(name)}` (run from the repository root) "
                          f"writes `benchmarks/results/{name}.json`, and this page then draws it."))
         return
-    run = shown(data)
+    run = run or shown(data)
     m = run["meta"]
     size = "quick sizes (`--quick`)" if m.get("quick") else "full size"
     cpu = m.get("cpu") or "not recorded"
@@ -182,7 +183,13 @@ def table(run, columns, comparisons=None, df=None, wrap=()):
 def ratio_ticks(ax):
     "A logarithmic y axis of ratios labelled with plain numbers at 1, 2, 5, 10, 20..."
     low, high = ax.get_ylim()
-    if high / low < 1e3:
+    if high / low < 4:        # a narrow range: marks around 1 (1.1 is the usual threshold)
+        marks = [m for m in (0.25, 0.33, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 4.0)
+                 if low <= m <= high]
+        ax.yaxis.set_major_locator(ticker.FixedLocator(marks))
+        ax.yaxis.set_minor_locator(ticker.NullLocator())
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    elif high / low < 1e3:
         ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(ticker.NullFormatter())

@@ -72,7 +72,7 @@ def test_topk_bad_inputs():
     with pytest.raises(ValueError, match="`p_k` must be"):
         TopKCrossEntropyLoss("bitonic", 2.0, [0.7, 0.7])
     with pytest.raises(ValueError, match="`diffsort_method` must be one of"):
-        TopKCrossEntropyLoss("splitter_selection", 2.0, [1.0])
+        TopKCrossEntropyLoss("sinkhorn_sort", 2.0, [1.0])
     with pytest.raises(ValueError, match="`inverse_temperature` must be finite and > 0"):
         TopKCrossEntropyLoss("bitonic", 0.0, [1.0])
     with pytest.raises(ValueError, match="`m` must be < `n`"):

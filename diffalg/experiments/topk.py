@@ -12,6 +12,7 @@ from torch import nn
 import diffalg.data
 from ..checks import check_choice, check_int, check_positive
 from ..sorting import TopKCrossEntropyLoss
+from ..sorting import SmoothTopKSVMLoss
 from .runner import Setup
 
 # %% ../../nbs/appendix/paper_scale/03_topk.ipynb #7b67e3de
@@ -37,7 +38,8 @@ HELP = {
     "drop": "share of pixels set to 0", "noise": "std of the Gaussian noise on every pixel",
     "model": "'mlp' (one hidden layer) or 'resnet18'",
     "hidden": "the MLP's hidden width", "augment": "random padded crops and horizontal flips",
-    "method": "the sorting method, or 'cross_entropy'",
+    "method": "the sorting method, 'cross_entropy', or 'smooth_topk_svm' (Berrada et al., "
+              "k: the largest k with p_k > 0, tau = alpha = 1)",
     "inverse_temperature": "steepness of the relaxed sorting", "p_k": "weights of k = 1, 2, ...",
     "distribution": "noise distribution of the sorting network", "art_lambda": "lambda of ART",
     "top1_mode": "'sm', 'smce' or 'sort' (how k = 1 enters)",
@@ -135,13 +137,16 @@ def resnet18(x_train, classes: int) -> nn.Sequential:
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, classes))
 
 # %% ../../nbs/appendix/paper_scale/03_topk.ipynb #337b344e
-_MODELS, _LOSSES = ("mlp", "resnet18"), ("cross_entropy", "bitonic", "odd_even",
-                                          "bitonic__non_sparse", "neuralsort", "softsort")
+_MODELS = ("mlp", "resnet18")
+_LOSSES = ("cross_entropy", "smooth_topk_svm", "bitonic", "odd_even", "bitonic__non_sparse",
+           "neuralsort", "softsort", "splitter_selection")
 
 def make_loss(cfg: dict) -> nn.Module:
-    "The training loss of `cfg`: `TopKCrossEntropyLoss`, or cross-entropy."
+    "The training loss of `cfg`: `TopKCrossEntropyLoss`, cross-entropy or the smooth top-k SVM."
     if check_choice(cfg["method"], "method", _LOSSES) == "cross_entropy":
         return nn.CrossEntropyLoss()
+    if cfg["method"] == "smooth_topk_svm":
+        return SmoothTopKSVMLoss(k=max(i + 1 for i, p in enumerate(cfg["p_k"]) if p > 0))
     m = None if cfg["m"] is None else check_int(cfg["m"], "m", minimum=2)
     return TopKCrossEntropyLoss(cfg["method"], cfg["inverse_temperature"], cfg["p_k"], m=m,
                                 distribution=cfg["distribution"], art_lambda=cfg["art_lambda"],

@@ -5,8 +5,10 @@ __all__ = ['NETWORK_TYPES', 'SortingNetwork', 'odd_even_network', 'bitonic_netwo
            'relaxed_swap', 'bitonic_permutation', 'RelaxedSort', 'diff_sort', 'soft_sort', 'soft_permutation',
            'soft_rank', 'soft_topk', 'soft_topk_mask', 'permutation_targets', 'sort_loss', 'DiffSortNet',
            'neuralsort_permutation', 'softsort_permutation', 'NeuralSort', 'SoftSort', 'DiffTopkNet',
-           'TopKCrossEntropyLoss', 'fast_soft_sort', 'fast_soft_rank', 'SinkhornSort', 'sinkhorn_plan', 'sinkhorn_sort',
-           'set_compiled_pass', 'compiled_pass', 'compiled_library', 'compiled_pass_error']
+           'TopKCrossEntropyLoss', 'splitter_selection_network', 'selects_top', 'smooth_topk_svm_loss',
+           'SmoothTopKSVMLoss', 'log_elementary_symmetric', 'fast_soft_sort', 'fast_soft_rank', 'SinkhornSort',
+           'sinkhorn_plan', 'sinkhorn_sort', 'set_compiled_pass', 'compiled_pass', 'compiled_library',
+           'compiled_pass_error']
 
 # %% ../../nbs/03_sorting/index.ipynb #fdbb9ca6
 from .networks import NETWORK_TYPES, SortingNetwork, odd_even_network
@@ -18,6 +20,9 @@ from .relaxed import permutation_targets, sort_loss, DiffSortNet
 from .baselines import neuralsort_permutation, softsort_permutation
 from .baselines import NeuralSort, SoftSort
 from .topk import DiffTopkNet, TopKCrossEntropyLoss
+from .topk import splitter_selection_network, selects_top
+from .topk import smooth_topk_svm_loss, SmoothTopKSVMLoss
+from .topk import log_elementary_symmetric
 from .projection import fast_soft_sort, fast_soft_rank
 from .sinkhorn import SinkhornSort, sinkhorn_plan, sinkhorn_sort
 from ._engine_bitonic import bitonic_permutation
@@ -29,6 +34,8 @@ _all_ = ['NETWORK_TYPES', 'SortingNetwork', 'odd_even_network', 'bitonic_network
          'RelaxedSort', 'diff_sort', 'soft_sort', 'soft_permutation', 'soft_rank', 'soft_topk',
          'soft_topk_mask', 'permutation_targets', 'sort_loss', 'DiffSortNet',
          'neuralsort_permutation', 'softsort_permutation', 'NeuralSort', 'SoftSort',
-         'DiffTopkNet', 'TopKCrossEntropyLoss', 'fast_soft_sort', 'fast_soft_rank',
+         'DiffTopkNet', 'TopKCrossEntropyLoss', 'splitter_selection_network',
+         'selects_top', 'smooth_topk_svm_loss', 'SmoothTopKSVMLoss',
+         'log_elementary_symmetric', 'fast_soft_sort', 'fast_soft_rank',
          'SinkhornSort', 'sinkhorn_plan', 'sinkhorn_sort', 'set_compiled_pass', 'compiled_pass',
          'compiled_library', 'compiled_pass_error']

@@ -57,10 +57,11 @@ class _HardRun:
 class SortingNetwork(_HardRun):
     """A comparator network on `n` wires as data: `layers` is a tuple of
     layers, each a tuple of comparators (lo, hi); `lo` receives the
-    minimum."""
-    def __init__(self, n: int, layers, name: str = "custom"):
-        self.n = check_int(n, "n", minimum=2)
-        self.name = name
+    minimum. `selects`: None for a sorting network, k for a selection
+    network (only its last k wires end in order, with the k largest)."""
+    def __init__(self, n: int, layers, name: str = "custom", selects: int | None = None):
+        self.n, self.name = check_int(n, "n", minimum=2), name
+        self.selects = None if selects is None else check_int(selects, "selects", minimum=1)
         self.layers = _checked_layers(self.n, layers)
         self._tables = None
 

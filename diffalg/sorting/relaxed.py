@@ -130,6 +130,12 @@ class _Columns(_LazyRun):
 
     def _top_positions(self, k, dev):
         k = check_int(k, "k", minimum=1, maximum=self.n)
+        s = self.network.selects
+        if s is not None and (self.descending or k > s):
+            raise ValueError(
+                f"the selection network orders only its {s} largest values, on its last "
+                f"wires: `k` must be <= {s} and the sort ascending, got k = {k}, "
+                f"descending={self.descending}")
         if self.descending:
             return torch.arange(k, device=dev)
         return torch.arange(self.n - 1, self.n - 1 - k, -1, device=dev)
@@ -252,15 +258,18 @@ def soft_rank(x, network="odd_even", steepness=10.0, distribution="cauchy",
 
 # %% ../../nbs/03_sorting/03_relaxed_api.ipynb #cac86eb2
 def soft_topk(x, k, network="odd_even", steepness=10.0, distribution="cauchy",
-              art_lambda=0.25, dim=-1, descending=True):
+              art_lambda=0.25, dim=-1, descending=None):
     """>>> soft_topk(torch.tensor([0.3, -1.0, 2.0, 0.9]), 2, steepness=100.0)
     tensor([[0.0019, 0.0053], [0.0011, 0.0017], [0.9942, 0.0029],
             [0.0029, 0.9902]])
 
     Relaxed top-k (*batch, n, k): column j is the soft one-hot of the j-th
     largest entry of `x` along `dim` (largest first), [i, j] = weight of
-    input i in that position. The network sorts descending unless
-    `descending=False` (the same columns, relaxed by the ascending one)."""
+    input i in that position. A sorting network sorts descending unless
+    `descending=False` (the same columns, relaxed by the ascending one); a
+    selection network (`network.selects`) always ascending."""
+    if descending is None:
+        descending = getattr(network, "selects", None) is None
     return diff_sort(x, network, steepness, distribution, art_lambda, dim,
                      descending).topk(k)
 
