@@ -21,6 +21,7 @@ class Distribution:
     tail: str = ""           # how the density decays: exponential, gaussian, 1/x^2, compact
     monotonic: bool = False  # density in Theta(1/x^2): monotonic sorting networks (ICLR 2022)
     symmetric: bool = True   # F(-x) = 1 - F(x)
+    gendr: bool = False      # one of GenDR's families, listed by distribution_names(gendr=True)
 
     def _cdf(self, x): raise NotImplementedError
     def _pdf(self, x): raise NotImplementedError
@@ -177,12 +178,14 @@ class Triangular(Distribution):
 # %% ../nbs/01_intro/02_distributions.ipynb #feaddf96
 class Hard(Distribution):
     "The hard step (GenDR's `hard`/`heaviside`): F(x) = 1 for x >= 0, else 0; no gradient."
+    gendr = True
     name, tail = "hard", "none (a point mass)"
     def _cdf(self, x): return (x >= 0).to(x.dtype) + 0 * x.clamp(-1, 1)   # zero gradient
     def _pdf(self, x): return torch.zeros_like(x)
 
 class CubicHermite(Distribution):
     "GenDR's cubic Hermite step on [-1, 1]: F = 3y^2 - 2y^3 with y = (x + 1) / 2."
+    gendr = True
     name, tail = "cubic_hermite", "compact"
     def _cdf(self, x):
         y = (x.clamp(-1, 1) + 1) / 2
@@ -191,6 +194,7 @@ class CubicHermite(Distribution):
 
 class WignerSemicircle(Distribution):
     "Wigner semicircle law of radius 1: density (2/pi) sqrt(1 - x^2) on [-1, 1]."
+    gendr = True
     name, tail = "wigner_semicircle", "compact"
     def _cdf(self, x):
         inside = x.abs() < 1
@@ -201,6 +205,7 @@ class WignerSemicircle(Distribution):
 
 class Gudermannian(Distribution):
     "Hyperbolic secant law: F = (2/pi) atan(tanh(x/2)) + 1/2 (the Gudermannian), f = 1/(pi cosh x)."
+    gendr = True
     name, tail = "gudermannian", "exponential"
     def _cdf(self, x): return torch.atan(torch.tanh(x / 2)) * (2 / math.pi) + 0.5
     def _pdf(self, x): return 1 / (math.pi * torch.cosh(x))
@@ -209,6 +214,7 @@ class Gudermannian(Distribution):
 # %% ../nbs/01_intro/02_distributions.ipynb #d16bee69
 class GumbelMax(Distribution):
     "Gumbel (maximum) law: F = exp(-exp(-x)); skewed, its right tail is the heavier."
+    gendr = True
     name, tail, symmetric = "gumbel_max", "exponential (right side)", False
     def _cdf(self, x): return torch.exp(-torch.exp(-x))
     def _pdf(self, x):
@@ -217,6 +223,7 @@ class GumbelMax(Distribution):
 
 class GumbelMin(Distribution):
     "Gumbel (minimum) law, the mirror of `GumbelMax`: F = 1 - exp(-exp(x))."
+    gendr = True
     name, tail, symmetric = "gumbel_min", "exponential (left side)", False
     def _cdf(self, x): return -torch.expm1(-torch.exp(x))
     def _pdf(self, x): return GumbelMax()._pdf(-x)
@@ -235,7 +242,7 @@ def _check_param(value, arg, positive=False):
 class _OneSided(Distribution):
     """A law on z > 0 with CDF `_F0`, survival `_S0` and density `_f0`, moved left by `shift`:
     F(x) = F0(x + shift); the reversed law (`reverse`) is its mirror F(x) = 1 - F0(shift - x)."""
-    symmetric, reverse = False, False
+    symmetric, reverse, gendr = False, False, True
     def __init__(self, shift: float = 0.0): self.shift = _check_param(shift, "shift")
     def _z(self, x): return self.shift - x if self.reverse else x + self.shift
     def _masked(self, fn, z, outside):
@@ -302,10 +309,13 @@ for _cls in (Logistic, LogisticART, Gaussian, Cauchy, Reciprocal, Optimal, Unifo
              Exponential, ExponentialRev, Gamma, GammaRev, Levy, LevyRev):
     register_distribution(_cls)
 
-def distribution_names():
-    "Names of all registered distributions."
-    return tuple(_REGISTRY)
+def distribution_names(gendr: bool = False):
+    """Names of the registered distributions: the sorting papers' and the user's own, and with
+    `gendr=True` also GenDR's families (all work everywhere; `get_distribution` finds all)."""
+    return tuple(n for n, c in _REGISTRY.items() if gendr or not c.gendr)
 
+
+# %% ../nbs/01_intro/02_distributions.ipynb #027fde83
 def get_distribution(distribution="logistic", art_lambda: float = 0.25, shape=None,
                      shift=None) -> Distribution:
     """The `Distribution` named `distribution` (or `distribution` itself if it is one); `shape`

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from diffalg.distributions import cdf, get_distribution, pdf, relaxed_step
+from diffalg.distributions import cdf, distribution_names, get_distribution, pdf, relaxed_step
 
 GENDR = ("hard", "cubic_hermite", "wigner_semicircle", "gudermannian", "gumbel_max", "gumbel_min",
          "exponential", "exponential_rev", "gamma", "gamma_rev", "levy", "levy_rev")
@@ -21,6 +21,10 @@ SETTINGS = [(n, None, None) for n in GENDR] + [
 def test_names_and_aliases_of_gendr():
     for name in GENDR:
         assert get_distribution(name).name == name
+    # the chapters' loops over distribution_names() keep the sorting papers' set; gendr=True adds
+    # GenDR's families after it
+    assert set(distribution_names(gendr=True)) - set(distribution_names()) == set(GENDR)
+    assert distribution_names(gendr=True)[:len(distribution_names())] == distribution_names()
     assert get_distribution("heaviside").name == "hard"
     assert get_distribution("hyperbolic_secant").name == "gudermannian"
 
