@@ -158,3 +158,23 @@ def test_the_renderer_accepts_the_new_names(name):
     if name != "hard":
         img.sum().backward()
         assert torch.isfinite(v.grad).all() and v.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["gudermannian", "gumbel_max", "gamma", "levy_rev"])
+def test_a_relaxed_program_accepts_the_new_names(name, device):
+    from diffalg.relax import bubble_sort
+    x = torch.tensor([[0.3, -1.2, 0.5, 2.0]], dtype=torch.float64, device=device,
+                     requires_grad=True)
+    s, P, swaps = bubble_sort(x, steepness=20.0, distribution=name)
+    assert torch.isfinite(s).all() and torch.isfinite(P).all()
+    swaps.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_parametrized_objects_pass_through_the_chapters():
+    from diffalg.sorting import diff_sort
+    g = get_distribution("gamma_rev", shape=0.5, shift=1.0)
+    x = torch.tensor([[2.0, -1.0, 0.5]], dtype=torch.float64)
+    a = diff_sort(x, steepness=5.0, distribution=g).values
+    b = diff_sort(x, steepness=5.0, distribution="gamma_rev").values     # shape 2, shift 0
+    assert torch.isfinite(a).all() and not torch.allclose(a, b)
