@@ -4,20 +4,24 @@
 
 # %% auto #0
 __all__ = ['Distribution', 'Logistic', 'LogisticART', 'Gaussian', 'Laplace', 'Cauchy', 'Reciprocal', 'Optimal', 'Uniform',
-           'Triangular', 'register_distribution', 'distribution_names', 'get_distribution', 'cdf', 'pdf',
-           'relaxed_step']
+           'Triangular', 'Hard', 'CubicHermite', 'WignerSemicircle', 'Gudermannian', 'GumbelMax', 'GumbelMin',
+           'Exponential', 'Gamma', 'Levy', 'ExponentialRev', 'GammaRev', 'LevyRev', 'register_distribution',
+           'distribution_names', 'get_distribution', 'cdf', 'pdf', 'relaxed_step']
 
 # %% ../nbs/01_intro/02_distributions.ipynb #162a2f5f
+import inspect
 import math
 import torch
 from .checks import check_tensor, check_positive, check_choice, reads_values
 
 # %% ../nbs/01_intro/02_distributions.ipynb #791bb5cb
 class Distribution:
-    "A symmetric noise distribution: `cdf` is the relaxed step, `pdf` its derivative."
+    "A noise distribution: `cdf` is the relaxed step, `pdf` its derivative."
     name: str = ""
     tail: str = ""           # how the density decays: exponential, gaussian, 1/x^2, compact
     monotonic: bool = False  # density in Theta(1/x^2): monotonic sorting networks (ICLR 2022)
+    symmetric: bool = True   # F(-x) = 1 - F(x)
+    gendr: bool = False      # one of GenDR's families, listed by distribution_names(gendr=True)
 
     def _cdf(self, x): raise NotImplementedError
     def _pdf(self, x): raise NotImplementedError
@@ -171,9 +175,127 @@ class Triangular(Distribution):
         return torch.where(t < 0, 0.5 * (1 + t) ** 2, 1 - 0.5 * (1 - t) ** 2)
     def _pdf(self, x): return (1 - x.abs()).clamp_min(0)
 
+# %% ../nbs/01_intro/02_distributions.ipynb #feaddf96
+class Hard(Distribution):
+    "The hard step (GenDR's `hard`/`heaviside`): F(x) = 1 for x >= 0, else 0; no gradient."
+    gendr = True
+    name, tail = "hard", "none (a point mass)"
+    def _cdf(self, x): return (x >= 0).to(x.dtype) + 0 * x.clamp(-1, 1)   # zero gradient
+    def _pdf(self, x): return torch.zeros_like(x)
+
+class CubicHermite(Distribution):
+    "GenDR's cubic Hermite step on [-1, 1]: F = 3y^2 - 2y^3 with y = (x + 1) / 2."
+    gendr = True
+    name, tail = "cubic_hermite", "compact"
+    def _cdf(self, x):
+        y = (x.clamp(-1, 1) + 1) / 2
+        return y * y * (3 - 2 * y)
+    def _pdf(self, x): return 0.75 * (1 - x * x).clamp_min(0)
+
+class WignerSemicircle(Distribution):
+    "Wigner semicircle law of radius 1: density (2/pi) sqrt(1 - x^2) on [-1, 1]."
+    gendr = True
+    name, tail = "wigner_semicircle", "compact"
+    def _cdf(self, x):
+        inside = x.abs() < 1
+        t = torch.where(inside, x, torch.zeros_like(x))      # no infinite slope at +-1
+        F = 0.5 + (t * torch.sqrt(1 - t * t) + torch.asin(t)) / math.pi
+        return torch.where(inside, F, (x > 0).to(x.dtype))
+    def _pdf(self, x): return (2 / math.pi) * torch.sqrt((1 - x * x).clamp_min(0))
+
+class Gudermannian(Distribution):
+    "Hyperbolic secant law: F = (2/pi) atan(tanh(x/2)) + 1/2 (the Gudermannian), f = 1/(pi cosh x)."
+    gendr = True
+    name, tail = "gudermannian", "exponential"
+    def _cdf(self, x): return torch.atan(torch.tanh(x / 2)) * (2 / math.pi) + 0.5
+    def _pdf(self, x): return 1 / (math.pi * torch.cosh(x))
+
+
+# %% ../nbs/01_intro/02_distributions.ipynb #d16bee69
+class GumbelMax(Distribution):
+    "Gumbel (maximum) law: F = exp(-exp(-x)); skewed, its right tail is the heavier."
+    gendr = True
+    name, tail, symmetric = "gumbel_max", "exponential (right side)", False
+    def _cdf(self, x): return torch.exp(-torch.exp(-x))
+    def _pdf(self, x):
+        z = x.clamp_min(-80)                                  # exp(80 - exp(80)) is 0 already
+        return torch.exp(-z - torch.exp(-z))
+
+class GumbelMin(Distribution):
+    "Gumbel (minimum) law, the mirror of `GumbelMax`: F = 1 - exp(-exp(x))."
+    gendr = True
+    name, tail, symmetric = "gumbel_min", "exponential (left side)", False
+    def _cdf(self, x): return -torch.expm1(-torch.exp(x))
+    def _pdf(self, x): return GumbelMax()._pdf(-x)
+
+
+# %% ../nbs/01_intro/02_distributions.ipynb #0a75a4af
+def _check_param(value, arg, positive=False):
+    "A finite float (`positive`: > 0) for the shape or shift parameter named `arg`."
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`{arg}` must be a float, got {type(value).__name__}")
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise ValueError(f"`{arg}` must be {'positive and ' if positive else ''}finite, "
+                         f"got {value}")
+    return float(value)
+
+class _OneSided(Distribution):
+    """A law on z > 0 with CDF `_F0`, survival `_S0` and density `_f0`, moved left by `shift`:
+    F(x) = F0(x + shift); the reversed law (`reverse`) is its mirror F(x) = 1 - F0(shift - x)."""
+    symmetric, reverse, gendr = False, False, True
+    def __init__(self, shift: float = 0.0): self.shift = _check_param(shift, "shift")
+    def _z(self, x): return self.shift - x if self.reverse else x + self.shift
+    def _masked(self, fn, z, outside):
+        "fn(z) where 0 < z < inf, `outside` elsewhere (no gradient through the unused branch)."
+        ok = (z > 0) & torch.isfinite(z)
+        v = fn(torch.where(ok, z, torch.ones_like(z)))
+        return torch.where(ok, v, outside(z))
+    def _cdf(self, x):
+        z = self._z(x)
+        if self.reverse:
+            return self._masked(self._S0, z, lambda z: (z <= 0).to(z.dtype))
+        return self._masked(self._F0, z, lambda z: (z > 0).to(z.dtype))
+    def _pdf(self, x): return self._masked(self._f0, self._z(x), torch.zeros_like)
+    def __repr__(self):
+        shape = f"shape={self.shape}, " if hasattr(self, "shape") else ""
+        return f"{type(self).__name__}({shape}shift={self.shift})"
+
+
+# %% ../nbs/01_intro/02_distributions.ipynb #f67088f3
+class Exponential(_OneSided):
+    "Exponential law, moved left by `shift`: F(x) = 1 - exp(-(x + shift)) for x > -shift."
+    name, tail = "exponential", "exponential"
+    def _F0(self, z): return -torch.expm1(-z)
+    def _S0(self, z): return torch.exp(-z)
+    def _f0(self, z): return torch.exp(-z)
+
+class Gamma(_OneSided):
+    "Gamma law with shape p (`shape`) and scale 1, moved left by `shift`: F0 = P(p, z)."
+    name, tail = "gamma", "exponential"
+    def __init__(self, shape: float = 2.0, shift: float = 0.0):
+        super().__init__(shift)
+        self.shape = _check_param(shape, "shape", positive=True)
+    def _F0(self, z): return torch.special.gammainc(torch.full_like(z, self.shape), z)
+    def _S0(self, z): return torch.special.gammaincc(torch.full_like(z, self.shape), z)
+    def _f0(self, z): return torch.exp((self.shape - 1) * torch.log(z) - z
+                                       - math.lgamma(self.shape))
+
+class Levy(_OneSided):
+    "Levy law (scale 1), moved left by `shift`: F0 = erfc(sqrt(1 / (2z))), density ~ z^(-3/2)."
+    name, tail = "levy", "polynomial (x^-3/2)"
+    def _F0(self, z): return torch.erfc(torch.rsqrt(2 * z))
+    def _S0(self, z): return torch.erf(torch.rsqrt(2 * z))
+    def _f0(self, z): return torch.exp(-0.5 / z - 1.5 * torch.log(z)) / math.sqrt(2 * math.pi)
+
+class ExponentialRev(Exponential): name, reverse = "exponential_rev", True
+class GammaRev(Gamma): name, reverse = "gamma_rev", True
+class LevyRev(Levy): name, reverse = "levy_rev", True
+
+
 # %% ../nbs/01_intro/02_distributions.ipynb #39ba9570
 _REGISTRY = {}
-_ALIASES = {"logistic_phi": "logistic_art", "normal": "gaussian"}
+_ALIASES = {"logistic_phi": "logistic_art", "normal": "gaussian", "heaviside": "hard",
+            "hyperbolic_secant": "gudermannian"}
 
 def register_distribution(cls):
     "Register a `Distribution` subclass under its `name` (usable as a class decorator)."
@@ -183,15 +305,21 @@ def register_distribution(cls):
     return cls
 
 for _cls in (Logistic, LogisticART, Gaussian, Cauchy, Reciprocal, Optimal, Uniform, Laplace,
-             Triangular):
+             Triangular, Hard, CubicHermite, WignerSemicircle, Gudermannian, GumbelMax, GumbelMin,
+             Exponential, ExponentialRev, Gamma, GammaRev, Levy, LevyRev):
     register_distribution(_cls)
 
-def distribution_names():
-    "Names of all registered distributions."
-    return tuple(_REGISTRY)
+def distribution_names(gendr: bool = False):
+    """Names of the registered distributions: the sorting papers' and the user's own, and with
+    `gendr=True` also GenDR's families (all work everywhere; `get_distribution` finds all)."""
+    return tuple(n for n, c in _REGISTRY.items() if gendr or not c.gendr)
 
-def get_distribution(distribution="logistic", art_lambda: float = 0.25) -> Distribution:
-    """The `Distribution` named `distribution` (or `distribution` itself if it is one).
+
+# %% ../nbs/01_intro/02_distributions.ipynb #027fde83
+def get_distribution(distribution="logistic", art_lambda: float = 0.25, shape=None,
+                     shift=None) -> Distribution:
+    """The `Distribution` named `distribution` (or `distribution` itself if it is one); `shape`
+    and `shift` (GenDR's `dist_shape`, `dist_shift`) parametrize the laws that have them.
 
     `get_distribution("cauchy").cdf(torch.tensor([1.0]))` is `tensor([0.7500])`."""
     if isinstance(distribution, Distribution):
@@ -202,21 +330,27 @@ def get_distribution(distribution="logistic", art_lambda: float = 0.25) -> Distr
     name = _ALIASES.get(distribution.lower(), distribution.lower())
     check_choice(name, "distribution", _REGISTRY)
     cls = _REGISTRY[name]
-    return cls(art_lambda) if cls is LogisticART else cls()
+    params = {k: v for k, v in (("shape", shape), ("shift", shift)) if v is not None}
+    for k in params:
+        if k not in inspect.signature(cls).parameters:
+            raise ValueError(f"`{k}` is not a parameter of the {name!r} distribution")
+    return cls(art_lambda) if cls is LogisticART else cls(**params)
+
 
 # %% ../nbs/01_intro/02_distributions.ipynb #89b4640b
-def cdf(x, distribution="logistic", art_lambda: float = 0.25):
+def cdf(x, distribution="logistic", art_lambda: float = 0.25, shape=None, shift=None):
     "CDF F(x) of the named distribution."
-    return get_distribution(distribution, art_lambda).cdf(x)
+    return get_distribution(distribution, art_lambda, shape, shift).cdf(x)
 
-def pdf(x, distribution="logistic", art_lambda: float = 0.25):
+def pdf(x, distribution="logistic", art_lambda: float = 0.25, shape=None, shift=None):
     "Density f(x) of the named distribution."
-    return get_distribution(distribution, art_lambda).pdf(x)
+    return get_distribution(distribution, art_lambda, shape, shift).pdf(x)
 
-def relaxed_step(x, steepness=1.0, distribution="logistic", art_lambda: float = 0.25):
+def relaxed_step(x, steepness=1.0, distribution="logistic", art_lambda: float = 0.25,
+                 shape=None, shift=None):
     """Relaxed comparison `x > 0`: the probability F(steepness * x) that `x` stays positive
     under noise, elementwise.
 
     `relaxed_step(torch.tensor([-1.0, 0.0, 1.0]), 4.0, "cauchy")` is about
     `tensor([0.0780, 0.5000, 0.9220])`; a tensor `steepness` broadcasts against `x`."""
-    return get_distribution(distribution, art_lambda).step(x, steepness)
+    return get_distribution(distribution, art_lambda, shape, shift).step(x, steepness)
