@@ -1,7 +1,7 @@
 """Tests of the splitter selection network and the smooth top-k SVM (diffalg.sorting.topk):
 the 0-1 principle, random inputs, the relaxed top-k through the network, the loss against its
-definition, limits, gradients, bad input, torch.compile, and the original `difftopk` where it is
-installed (it is in the `dev` extra, so CI runs those comparisons)."""
+definition, limits, gradients, bad input and torch.compile. The comparisons with the original
+`difftopk` are in tests/test_originals.py."""
 from itertools import combinations
 
 import pytest
@@ -164,68 +164,3 @@ def test_svm_and_selection_behave_like_torch_ops():
     top = lambda z: soft_topk(z, 3, network=net, steepness=4.0)        # noqa: E731
     assert_compiled_matches_eager(top, s)
     assert_fake_shapes(top, s)
-
-
-# ---------------------------------------------------------------- the original packages
-def difftopk_comparators(n, k):
-    """The layers of difftopk's splitter selection network as (lo, hi) pairs: its sparse layer
-    matrices route wire a to the minimum and b to the maximum of a comparator."""
-    networks = pytest.importorskip("difftopk.networks")
-    layers = []
-    theirs = networks.sparse_splitter_selection_network(n, k)
-    for split_a, split_b, combine_min, combine_max, *_ in theirs:
-        pairs = []
-        for c in range(split_a.shape[0]):
-            a, b = int(split_a[c].argmax()), int(split_b[c].argmax())
-            if a != b:
-                assert combine_min[a, c] == 1 and combine_max[b, c] == 1
-                pairs.append((a, b))
-        layers.append(sorted(pairs))
-    return layers
-
-
-@pytest.mark.parametrize("n,k", [(2, 1), (10, 1), (10, 3), (16, 16), (37, 5), (100, 5),
-                                 (100, 10)])
-def test_network_equals_difftopk(n, k):
-    """The same comparators in the same layers as difftopk's network. (difftopk runs it only
-    through torch-sparse, a compiled package that does not install here, so the relaxed outputs
-    are compared through the other networks below.)"""
-    ours = [sorted(layer) for layer in splitter_selection_network(n, k).layers]
-    assert ours == difftopk_comparators(n, k)
-
-
-@pytest.mark.parametrize("network", ["odd_even", "bitonic"])
-@pytest.mark.parametrize("distribution", ["cauchy", "logistic", "logistic_phi", "reciprocal",
-                                          "optimal", "gaussian"])
-def test_diffsortnet_equals_diffsort(network, distribution):
-    diffsort = pytest.importorskip("diffsort")
-    from diffalg.sorting import DiffSortNet
-    torch.manual_seed(4)
-    x = torch.randn(5, 13)
-    theirs = diffsort.DiffSortNet(network, 13, steepness=7.0, distribution=distribution)(x)
-    ours = DiffSortNet(network, 13, steepness=7.0, distribution=distribution)(x)
-    for a, b in zip(ours, theirs):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
-
-
-@pytest.mark.parametrize("method", ["odd_even", "bitonic__non_sparse", "neuralsort", "softsort"])
-@pytest.mark.parametrize("top1_mode", ["sm", "smce", "sort"])
-def test_topk_loss_equals_difftopk(method, top1_mode):
-    difftopk = pytest.importorskip("difftopk")
-    torch.manual_seed(3)
-    logits, labels = torch.randn(16, 20), torch.randint(20, (16,))
-    kw = dict(p_k=[0.4, 0.0, 0.3, 0.0, 0.3], n=20, m=10, distribution="cauchy",
-              top1_mode=top1_mode)
-    theirs = difftopk.TopKCrossEntropyLoss(method, 2.0, **kw)(logits, labels)
-    ours = TopKCrossEntropyLoss(method, 2.0, **kw)(logits, labels)
-    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-6)
-
-
-@pytest.mark.parametrize("k,tau", [(1, 1.0), (3, 1.0), (5, 0.5)])
-def test_svm_equals_difftopk(k, tau):
-    smooth_topk = pytest.importorskip("difftopk.smooth_topk")
-    torch.manual_seed(k)
-    s, labels = 3 * torch.randn(12, 15), torch.randint(15, (12,))
-    theirs = smooth_topk.SmoothTopKLoss(15, k, tau)(s.clone(), labels)
-    torch.testing.assert_close(smooth_topk_svm_loss(s, labels, k, tau), theirs, atol=1e-6,
-                               rtol=1e-6)
