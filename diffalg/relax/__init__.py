@@ -3,7 +3,9 @@
 # %% auto #0
 __all__ = ['T_NORMS', 'ARGMIN_METHODS', 't_norm', 't_conorm', 'Relaxation', 'knockout', 'NEIGHBOURS', 'bubble_sort', 'argmax',
            'levenshtein', 'shortest_path', 'bubble_sort_program', 'shortest_path_program', 'TERRAINS', 'terrain_maps',
-           'TerrainCostNet', 'BubbleSortResult', 'ArgmaxResult', 'KnockoutResult', 'ShortestPathResult']
+           'TerrainCostNet', 'BubbleSortResult', 'ArgmaxResult', 'KnockoutResult', 'ShortestPathResult', 'letter_pools',
+           'edit_distance', 'string_batch', 'edit_distance_loss', 'CharReader', 'train_reader', 'reading_accuracy',
+           'best_renaming']
 
 # %% ../../nbs/02_relaxation/index.ipynb #b4cc5ee4
 from .program import T_NORMS, ARGMIN_METHODS, t_norm, t_conorm, Relaxation
@@ -12,9 +14,14 @@ from .algorithms import bubble_sort_program, shortest_path_program, knockout
 from .algorithms import BubbleSortResult, ArgmaxResult, KnockoutResult
 from .algorithms import ShortestPathResult
 from .terrain import TERRAINS, terrain_maps, TerrainCostNet
+from .edit_supervision import letter_pools, edit_distance, string_batch
+from .edit_supervision import edit_distance_loss, CharReader, train_reader
+from .edit_supervision import reading_accuracy, best_renaming
 
 _all_ = ['T_NORMS', 'ARGMIN_METHODS', 't_norm', 't_conorm', 'Relaxation', 'knockout',
          'NEIGHBOURS', 'bubble_sort', 'argmax', 'levenshtein', 'shortest_path',
          'bubble_sort_program', 'shortest_path_program', 'TERRAINS', 'terrain_maps',
          'TerrainCostNet', 'BubbleSortResult', 'ArgmaxResult', 'KnockoutResult',
-         'ShortestPathResult']
+         'ShortestPathResult', 'letter_pools', 'edit_distance', 'string_batch',
+         'edit_distance_loss', 'CharReader', 'train_reader', 'reading_accuracy',
+         'best_renaming']
