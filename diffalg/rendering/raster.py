@@ -157,7 +157,8 @@ def render_rgb(vertices, faces, camera, image_size=64, colors=None, tau: float =
 # %% ../../nbs/04_rendering/05_renderer.ipynb #1d109161
 _SILHOUETTE_ARGS = ("image_size", "tau", "distribution", "tconorm", "p", "squared", "eps", "tile",
                     "memory_limit", "cull_backfaces", "anti_aliasing", "double_side")
-_RGB_ARGS = _SILHOUETTE_ARGS + ("texture_type", "gamma", "light_direction", "ambient", "diffuse", "background")
+_RGB_ARGS = _SILHOUETTE_ARGS + ("texture_type", "gamma", "light_direction", "ambient", "diffuse",
+                                "background")
 
 def _check_camera(camera):
     if not isinstance(camera, Camera):
@@ -199,7 +200,8 @@ class SoftRasterizer(torch.nn.Module):
     Holds `camera` and the settings of `render_silhouette` (`mode="silhouette"`) or `render_rgb`
     (`mode="rgb"`): distribution and `tau` (coverage F(d/tau)), t-conorm `tconorm` with parameter
     `p`, and the rest. `forward(vertices, faces, colors=None, camera=None)`: `colors` are vertex
-    colours for `mode="rgb"` (per-face texels (F, R, R, 3) with `texture_type="surface"`); `camera` replaces the held camera for this call. `chunk_elements`
+    colours for `mode="rgb"` (per-face texels (F, R, R, 3) with `texture_type="surface"`);
+    `camera` replaces the held camera for this call. `chunk_elements`
     None keeps each function's default.
     """
     def __init__(self, camera, image_size=64, tau: float = 0.01, distribution="logistic",
