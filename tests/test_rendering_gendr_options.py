@@ -1,5 +1,5 @@
 """Tests of GenDR's renderer options: surface textures, the `hard` choice, anti-aliasing,
-double-sided faces, near/far clipping (diffalg.rendering.options and render_rgb/render_silhouette)."""
+double-sided faces, near/far clipping (diffalg.rendering.options, render_rgb, render_silhouette)."""
 import pytest
 import torch
 
@@ -215,3 +215,15 @@ def test_dtype_and_device_follow_the_vertices(device, dtype):
     for x in (img, sil):
         assert x.dtype == dtype and x.device.type == device.type
     assert img.shape == (1, 8, 8, 4) and sil.shape == (1, 8, 8)
+
+
+def test_new_options_compile_in_one_graph():
+    "hard, anti_aliasing and double_side keep the silhouette a single graph under torch.compile."
+    v, f = icosphere(1)
+    cam = Camera(camera_position(3.0, 10.0, 20.0))
+
+    def fn(v):
+        return render_silhouette(v, f, cam, 12, tconorm="hard", anti_aliasing=True,
+                                 double_side=False)
+    torch._dynamo.reset()
+    assert torch.equal(torch.compile(fn, fullgraph=True)(v), fn(v))

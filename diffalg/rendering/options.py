@@ -100,9 +100,6 @@ def _textured_tiles(tri_xy, valid, inv_depth, texels, bg, H, W, dist, tconorm, t
                   memory_limit, tri_xy.dtype, tri_xy.device, (tri_xy, inv_depth, texels),
                   reentrant)
 
-# The tiles bin faces by data-dependent sizes: under torch.compile they run eagerly, a graph break.
-_textured = torch.compiler.disable(_textured_tiles)
-
 def average_2x2(images):
     "Anti-aliasing: the mean of each 2 x 2 block of `images` (B, 2H, 2W, ...) -> (B, H, W, ...)."
     B, H2, W2 = images.shape[:3]

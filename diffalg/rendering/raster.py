@@ -13,7 +13,7 @@ from .tconorms import get_tconorm
 from .reference import _image_size, _working_precision, project_faces
 from ._engine import coverage_margin
 from ._ops import _silhouette, _hard, _rgb
-from .options import _textured, check_textures, average_2x2, face_shade
+from .options import _textured_tiles, check_textures, average_2x2, face_shade
 
 # %% ../../nbs/04_rendering/05_renderer.ipynb #df5b4338
 _all_ = ["coverage_margin"]
@@ -151,8 +151,8 @@ def render_rgb(vertices, faces, camera, image_size=64, colors=None, tau: float =
         raise ValueError(f"`textures` has batch size {tex.shape[0]}, the images {S.B}")
     shade = face_shade(S.vertices, S.faces, light_direction, ambient, diffuse)   # (1 or B, F)
     texels = (tex * shade[..., None, None]).expand(S.B, -1, -1, -1)
-    return S.finish(_textured(S.tri_xy, S.valid, inv_depth, texels, bg, *args, chunk_elements,
-                              memory_limit))
+    return S.finish(_textured_tiles(S.tri_xy, S.valid, inv_depth, texels, bg, *args,
+                                    chunk_elements, memory_limit))
 
 # %% ../../nbs/04_rendering/05_renderer.ipynb #1d109161
 _SILHOUETTE_ARGS = ("image_size", "tau", "distribution", "tconorm", "p", "squared", "eps", "tile",
