@@ -31,11 +31,23 @@ def test_surface_texel_uses_every_texel_once():
         assert torch.allclose(share, torch.full_like(share, 1 / R**2), atol=0.02)  # equal areas
 
 
+def test_surface_texel_is_gendr_order():
+    "Row from w1, column from w0, the far half-cells folded back: GenDR's rule, point by point."
+    R = 4
+    w = torch.distributions.Dirichlet(torch.ones(3)).sample((500,)).double()
+    for wk, k in zip(w.tolist(), surface_texel(w, R).tolist()):
+        col, row = int(wk[0] * R), int(wk[1] * R)
+        if (wk[0] + wk[1]) * R - col - row <= 1:
+            assert k == row * R + col
+        else:
+            assert k == (R - 1 - row) * R + (R - 1 - col)
+
+
 def test_textured_quad_renders_its_texture(device):
     v, f = _quad(device)
     tex = torch.zeros(2, 2, 2, 3, dtype=torch.float64, device=device)
-    tex[:, 1, 0, 0] = 1.0                                      # corner v0: red
-    tex[:, 0, 1, 1] = 1.0                                      # corner v1: green
+    tex[:, 0, 1, 0] = 1.0                                      # corner v0: red
+    tex[:, 1, 0, 1] = 1.0                                      # corner v1: green
     tex[:, 0, 0, 2] = 1.0                                      # corner v2: blue
     img = render_rgb(v, f, _camera(device), 32, tau=1e-3, ambient=1.0, diffuse=0.0,
                      textures=tex, texture_type="surface")[0, ..., :3].cpu()

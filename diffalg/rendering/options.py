@@ -23,7 +23,7 @@ def surface_texel(bary, R: int):
     upper = (u - i) + (v - j) >= 1
     i = torch.where(upper, R - 1 - i, i).clamp(0, R - 1)
     j = torch.where(upper, R - 1 - j, j).clamp(0, R - 1)
-    return (i * R + j).long()
+    return (j * R + i).long()                         # row j (from w1), column i (from w0)
 
 def check_textures(textures, n_faces: int):
     "Per-face texels (F, R, R, 3) or (B, F, R, R, 3), checked; returned as (B, F, R*R, 3)."
