@@ -4,8 +4,8 @@
 __all__ = ['Mesh', 'MeshEdges', 'check_mesh', 'from_trimesh', 'normalize_vertices', 'load_mesh', 'icosphere', 'face_normals',
            'vertex_normals', 'mesh_edges', 'laplacian_loss', 'flatten_loss', 'camera_position', 'look_at', 'Camera',
            'Projection', 'signed_distance', 'TConorm', 'MaxTConorm', 'Probabilistic', 'Einstein', 'Hamacher', 'Yager',
-           'Frank', 'AczelAlsina', 'Dombi', 'SchweizerSklar', 'tconorm_names', 'get_tconorm', 'coverage_margin',
-           'render_silhouette', 'hard_silhouette', 'render_rgb', 'SoftRasterizer']
+           'Frank', 'AczelAlsina', 'Dombi', 'SchweizerSklar', 'HardTConorm', 'tconorm_names', 'get_tconorm',
+           'coverage_margin', 'render_silhouette', 'hard_silhouette', 'render_rgb', 'SoftRasterizer']
 
 # %% ../../nbs/04_rendering/index.ipynb #4ea4abde
 from .mesh import Mesh, MeshEdges, check_mesh, from_trimesh, normalize_vertices
@@ -14,7 +14,7 @@ from .mesh import laplacian_loss, flatten_loss
 from .camera import camera_position, look_at, Camera, Projection
 from .tconorms import TConorm, MaxTConorm, Probabilistic, Einstein, Hamacher
 from .tconorms import Yager, Frank, AczelAlsina, Dombi, SchweizerSklar
-from .tconorms import tconorm_names, get_tconorm
+from .tconorms import tconorm_names, get_tconorm, HardTConorm
 from .reference import signed_distance
 from .raster import coverage_margin, render_silhouette, hard_silhouette
 from .raster import render_rgb, SoftRasterizer
@@ -23,5 +23,6 @@ _all_ = ['Mesh', 'MeshEdges', 'check_mesh', 'from_trimesh', 'normalize_vertices'
          'icosphere', 'face_normals', 'vertex_normals', 'mesh_edges', 'laplacian_loss',
          'flatten_loss', 'camera_position', 'look_at', 'Camera', 'Projection', 'signed_distance',
          'TConorm', 'MaxTConorm', 'Probabilistic', 'Einstein', 'Hamacher', 'Yager', 'Frank',
-         'AczelAlsina', 'Dombi', 'SchweizerSklar', 'tconorm_names', 'get_tconorm',
+         'AczelAlsina', 'Dombi', 'SchweizerSklar', 'HardTConorm', 'tconorm_names',
+         'get_tconorm',
          'coverage_margin', 'render_silhouette', 'hard_silhouette', 'render_rgb', 'SoftRasterizer']

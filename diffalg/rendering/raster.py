@@ -13,6 +13,7 @@ from .tconorms import get_tconorm
 from .reference import _image_size, _working_precision, project_faces
 from ._engine import coverage_margin
 from ._ops import _silhouette, _hard, _rgb
+from .options import _textured_tiles, check_textures, average_2x2, face_shade
 
 # %% ../../nbs/04_rendering/05_renderer.ipynb #df5b4338
 _all_ = ["coverage_margin"]
@@ -21,14 +22,20 @@ _all_ = ["coverage_margin"]
 class _Setup:
     "Checked arguments and projected geometry shared by the silhouette and RGB renderers."
     def __init__(self, vertices, faces, camera, image_size, tau, distribution, tconorm, p,
-                 squared, eps, tile, cull_backfaces=False):
+                 squared, eps, tile, cull_backfaces=False, double_side=None, anti_aliasing=False):
         self.out_dtype = getattr(vertices, "dtype", None)         # the images' dtype
+        for v, nm in ((double_side, "double_side"), (anti_aliasing, "anti_aliasing")):
+            if not isinstance(v, bool) and v is not None:
+                raise TypeError(f"`{nm}` must be True or False, got {v!r}")
+        cull_backfaces = cull_backfaces or double_side is False    # GenDR's name for culling
         self.vertices = vertices = _working_precision(vertices)
         self.tri_xy, self.tri_depth, self.valid = project_faces(vertices, faces, camera,
                                                                 cull_backfaces)
         self.faces = faces.to(vertices.device)
         self.B = self.tri_xy.shape[0]
         self.H, self.W = _image_size(image_size)
+        self.aa = bool(anti_aliasing)                  # render at 2x, average 2 x 2 (GenDR)
+        self.H, self.W = (2 * self.H, 2 * self.W) if self.aa else (self.H, self.W)
         _positive(tau, "tau")
         self.dist = get_distribution(distribution)
         self.tconorm = get_tconorm(tconorm, p)
@@ -40,6 +47,10 @@ class _Setup:
         self.tile = check_int(tile, "tile", minimum=1, maximum=256)
         self.dtype, self.device = vertices.dtype, vertices.device
 
+    def finish(self, img):
+        "The images: averaged 2 x 2 when anti-aliased, in the dtype of the vertices."
+        return (average_2x2(img) if self.aa else img).to(self.out_dtype)
+
     def args(self, *rest):
         "The engine's arguments after the tensors: size, distribution, t-conorm, tau, ..."
         return (self.H, self.W, self.dist, self.tconorm, self.tau, self.squared, *rest,
@@ -50,7 +61,8 @@ def render_silhouette(vertices, faces, camera, image_size=64, tau: float = 0.01,
                       distribution="logistic", tconorm="probabilistic", p=None,
                       squared: bool = False, eps: float = 1e-4, tile=None,
                       chunk_elements: int = 1 << 20, memory_limit: float = 1e9,
-                      cull_backfaces: bool = False):
+                      cull_backfaces: bool = False, anti_aliasing: bool = False,
+                      double_side=None):
     """Soft silhouettes (B, H, W) in [0, 1] of the mesh (`vertices`, `faces`) seen by `camera`.
 
     Example: `render_silhouette(*icosphere(2), Camera(camera_position(3., 0., 0.)), 32)`.
@@ -62,13 +74,14 @@ def render_silhouette(vertices, faces, camera, image_size=64, tau: float = 0.01,
     the margin when None), at most `chunk_elements` pixel-face pairs at a time, with checkpointing
     when the backward pass would keep more than about `memory_limit` bytes. `cull_backfaces` drops
     faces that are clockwise on screen (for closed, outward-oriented meshes the hard silhouette is
-    the same, at about half the cost). The images have the dtype of `vertices` (float16, bfloat16,
+    the same, at about half the cost); `double_side=False` (GenDR's name) does the same, and None
+    or True follows `cull_backfaces`. `anti_aliasing` renders at twice the size and averages 2 x 2
+    blocks. The images have the dtype of `vertices` (float16, bfloat16,
     float32 or float64; half precision is computed in float32).
     """
     S = _Setup(vertices, faces, camera, image_size, tau, distribution, tconorm, p, squared, eps,
-               tile, cull_backfaces)
-    img = _silhouette(S.tri_xy, S.valid, *S.args(), chunk_elements, memory_limit)
-    return img.to(S.out_dtype)
+               tile, cull_backfaces, double_side, anti_aliasing)
+    return S.finish(_silhouette(S.tri_xy, S.valid, *S.args(), chunk_elements, memory_limit))
 
 def hard_silhouette(vertices, faces, camera, image_size=64):
     "Hard rasterization (B, H, W): 1 where a pixel centre is inside a projected face (no gradient)."
@@ -108,26 +121,44 @@ def render_rgb(vertices, faces, camera, image_size=64, colors=None, tau: float =
                squared: bool = False, eps: float = 1e-4, light_direction=(0.0, 0.0, 1.0),
                ambient: float = 0.5, diffuse: float = 0.5, background=(1.0, 1.0, 1.0),
                tile=None, chunk_elements: int = 1 << 19, memory_limit: float = 1e9,
-               cull_backfaces: bool = False):
+               cull_backfaces: bool = False, textures=None, texture_type: str = "vertex",
+               anti_aliasing: bool = False, double_side=None):
     """RGBA images (B, H, W, 4): soft depth aggregation, flat Lambertian shading, alpha compositing.
 
     `colors`: per-vertex colours (V, 3) or (B, V, 3) in [0, 1] (grey when None). `light_direction`:
-    direction towards a directional light, in world coordinates. The alpha channel is the
+    direction towards a directional light, in world coordinates. `texture_type` (GenDR's):
+    "vertex" colours by `colors`, "surface" by `textures`, per-face texels (F, R, R, 3) or
+    (B, F, R, R, 3) (see `diffalg.rendering.options`). `anti_aliasing` and `double_side` as in
+    `render_silhouette`. The alpha channel is the
     silhouette of `render_silhouette` with the same arguments; the images have the dtype of
     `vertices`.
     """
     S = _Setup(vertices, faces, camera, image_size, tau, distribution, tconorm, p, squared, eps,
-               tile, cull_backfaces)
+               tile, cull_backfaces, double_side, anti_aliasing)
+    check_choice(texture_type, "texture_type", ("vertex", "surface"))
     face_col, inv_depth, bg = _rgb_inputs(S, S.vertices, camera, colors, gamma, light_direction,
                                           ambient, diffuse, background)
     args = S.args(gamma, camera.near, camera.far)
-    img = _rgb(S.tri_xy, S.valid, inv_depth, face_col, bg, *args, chunk_elements, memory_limit)
-    return img.to(S.out_dtype)
+    if texture_type == "vertex":
+        if textures is not None:
+            raise ValueError("`textures` are per-face texels: pass texture_type='surface'")
+        return S.finish(_rgb(S.tri_xy, S.valid, inv_depth, face_col, bg, *args, chunk_elements,
+                             memory_limit))
+    if textures is None:
+        raise ValueError("`textures`: texture_type='surface' needs per-face texels (F, R, R, 3)")
+    tex = check_textures(textures, S.faces.shape[0]).to(dtype=S.dtype, device=S.device)
+    if tex.shape[0] not in (1, S.B):
+        raise ValueError(f"`textures` has batch size {tex.shape[0]}, the images {S.B}")
+    shade = face_shade(S.vertices, S.faces, light_direction, ambient, diffuse)   # (1 or B, F)
+    texels = (tex * shade[..., None, None]).expand(S.B, -1, -1, -1)
+    return S.finish(_textured_tiles(S.tri_xy, S.valid, inv_depth, texels, bg, *args,
+                                    chunk_elements, memory_limit))
 
 # %% ../../nbs/04_rendering/05_renderer.ipynb #1d109161
 _SILHOUETTE_ARGS = ("image_size", "tau", "distribution", "tconorm", "p", "squared", "eps", "tile",
-                    "memory_limit", "cull_backfaces")
-_RGB_ARGS = _SILHOUETTE_ARGS + ("gamma", "light_direction", "ambient", "diffuse", "background")
+                    "memory_limit", "cull_backfaces", "anti_aliasing", "double_side")
+_RGB_ARGS = _SILHOUETTE_ARGS + ("texture_type", "gamma", "light_direction", "ambient", "diffuse",
+                                "background")
 
 def _check_camera(camera):
     if not isinstance(camera, Camera):
@@ -140,6 +171,7 @@ def _check_settings(s):
     coverage_margin(get_distribution(s["distribution"]), s["tau"], s["squared"], s["eps"])
     get_tconorm(s["tconorm"], s["p"])
     check_choice(s["mode"], "mode", ("silhouette", "rgb"))
+    check_choice(s["texture_type"], "texture_type", ("vertex", "surface"))
     check_positive(s["gamma"], "gamma"); check_positive(s["memory_limit"], "memory_limit")
     for name in ("ambient", "diffuse"):
         if isinstance(s[name], bool) or not isinstance(s[name], (int, float)) or not s[name] >= 0:
@@ -148,7 +180,9 @@ def _check_settings(s):
         check_int(s["tile"], "tile", minimum=1, maximum=256)
     if s["chunk_elements"] is not None:
         check_int(s["chunk_elements"], "chunk_elements", minimum=1)
-    for name in ("squared", "cull_backfaces"):
+    if s["double_side"] is not None and not isinstance(s["double_side"], bool):
+        raise TypeError(f"`double_side` must be None, True or False, got {s['double_side']!r}")
+    for name in ("squared", "cull_backfaces", "anti_aliasing"):
         if not isinstance(s[name], bool):
             raise TypeError(f"`{name}` must be True or False, got {s[name]!r}")
 
@@ -166,7 +200,8 @@ class SoftRasterizer(torch.nn.Module):
     Holds `camera` and the settings of `render_silhouette` (`mode="silhouette"`) or `render_rgb`
     (`mode="rgb"`): distribution and `tau` (coverage F(d/tau)), t-conorm `tconorm` with parameter
     `p`, and the rest. `forward(vertices, faces, colors=None, camera=None)`: `colors` are vertex
-    colours for `mode="rgb"`; `camera` replaces the held camera for this call. `chunk_elements`
+    colours for `mode="rgb"` (per-face texels (F, R, R, 3) with `texture_type="surface"`);
+    `camera` replaces the held camera for this call. `chunk_elements`
     None keeps each function's default.
     """
     def __init__(self, camera, image_size=64, tau: float = 0.01, distribution="logistic",
@@ -174,7 +209,8 @@ class SoftRasterizer(torch.nn.Module):
                  mode: str = "silhouette", gamma: float = 1e-4, light_direction=(0.0, 0.0, 1.0),
                  ambient: float = 0.5, diffuse: float = 0.5, background=(1.0, 1.0, 1.0),
                  tile=None, chunk_elements=None, memory_limit: float = 1e9,
-                 cull_backfaces: bool = False):
+                 cull_backfaces: bool = False, texture_type: str = "vertex",
+                 anti_aliasing: bool = False, double_side=None):
         super().__init__()
         settings = {k: v for k, v in locals().items() if k not in ("self", "camera", "__class__")}
         _check_settings(settings)
@@ -198,6 +234,8 @@ def _render_with(s, vertices, faces, camera, colors=None):
     kw = {k: s[k] for k in (_RGB_ARGS if rgb else _SILHOUETTE_ARGS)}
     if s["chunk_elements"] is not None:
         kw["chunk_elements"] = s["chunk_elements"]
+    if rgb and s["texture_type"] == "surface":
+        return render_rgb(vertices, faces, camera, textures=colors, **kw)
     if rgb:
         return render_rgb(vertices, faces, camera, colors=colors, **kw)
     if colors is not None:

@@ -99,7 +99,7 @@ def project_faces(vertices, faces, camera, cull_backfaces: bool = False):
     xy, depth = camera.project(vertices)                          # (B, V, 2), (B, V)
     faces = faces.to(vertices.device)
     tri, tri_depth = xy[:, faces], depth[:, faces]
-    drawn = (tri_depth > camera.near).all(-1)
+    drawn = ((tri_depth > camera.near) & (tri_depth < camera.far)).all(-1)   # clipped
     if cull_backfaces:                                            # counter-clockwise: facing us
         v0, v1, v2 = tri.unbind(-2)
         drawn = drawn & (cross2(v1 - v0, v2 - v0) > 0)

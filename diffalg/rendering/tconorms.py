@@ -2,7 +2,7 @@
 
 # %% auto #0
 __all__ = ['TConorm', 'MaxTConorm', 'Probabilistic', 'Einstein', 'Hamacher', 'Yager', 'Frank', 'AczelAlsina', 'Dombi',
-           'SchweizerSklar', 'tconorm_names', 'get_tconorm']
+           'SchweizerSklar', 'HardTConorm', 'tconorm_names', 'get_tconorm']
 
 # %% ../../nbs/04_rendering/03_tconorms.ipynb #830d1b2d
 import math
@@ -156,8 +156,15 @@ class SchweizerSklar(TConorm):
 # %% ../../nbs/04_rendering/03_tconorms.ipynb #20587636
 _TCONORMS = {c.name: c for c in (MaxTConorm, Probabilistic, Einstein, Hamacher, Yager, Frank,
                                  AczelAlsina, Dombi, SchweizerSklar)}
+class HardTConorm(MaxTConorm):
+    """GenDR's `hard` choice: 1 where some coverage exceeds 1/2 (the pixel is inside a face, for
+    distributions with F(0) = 1/2), else 0. Not a t-conorm (0 is no identity) and no gradient."""
+    name = "hard"
+    def reduce(self, x, dim: int = -1): return (x > 0.5).any(dim).to(x.dtype)
+
 _TCONORM_ALIASES = {"aczel_alsina": "aczel-alsina", "schweizer_sklar": "schweizer-sklar",
-                    "algebraic": "probabilistic", "maximum": "max"}
+                    "algebraic": "probabilistic", "maximum": "max",
+                    "heaviside": "hard"}
 
 def tconorm_names():
     "Names of the t-conorms."
@@ -172,5 +179,6 @@ def get_tconorm(tconorm="probabilistic", p=None) -> TConorm:
     if not isinstance(tconorm, str):
         raise TypeError(f"`tconorm` must be a name or a TConorm, got {type(tconorm).__name__}")
     name = _TCONORM_ALIASES.get(tconorm.lower(), tconorm.lower())
-    check_choice(name, "tconorm", _TCONORMS)
-    return _TCONORMS[name](p)
+    choices = {**_TCONORMS, "hard": HardTConorm}        # hard: a choice, not a t-conorm
+    check_choice(name, "tconorm", choices)
+    return choices[name](p)
