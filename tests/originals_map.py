@@ -9,6 +9,8 @@ function argument ("" for the name itself); `diffalg` is a dotted path to the co
 when there is none); `test` is "tests/<file>.py::<test function>" (None when no test compares)."""
 
 SEL = "tests/test_originals.py"
+GD = "tests/test_distributions_gendr.py"
+GR = "tests/test_rendering_gendr_options.py"
 ROWS = [
     # ---------------------------------------------------------------- diffsort
     ("diffsort", "DiffSortNet", "", "", "diffalg.sorting.DiffSortNet",
@@ -203,6 +205,40 @@ ROWS = [
      "bit-packed inference: LogicCircuit.packed"),
     ("difflogic", "CompiledLogicNet", "", "", "diffalg.logic.compile_circuit",
      "tests/test_logic_compiled.py::test_compiled_agrees", "C code compiled at run time"),
+    # ---------------------------------------------------------------- gendr (CUDA only)
+    ("gendr", "distribution", "", "'uniform', 'gaussian', 'laplace', 'logistic', 'cauchy', "
+     "'reciprocal'", "diffalg.distributions.get_distribution",
+     "tests/test_rendering.py::test_tau_to_zero_is_hard_rasterization",
+     "GenDR's uniform and reciprocal are diffalg's with tau doubled (section 1.2)"),
+    ("gendr", "distribution", "", "'hard'/'heaviside', 'cubic_hermite', 'wigner_semicircle', "
+     "'gudermannian'/'hyperbolic_secant', 'gumbel_max', 'gumbel_min'",
+     "diffalg.distributions.get_distribution", f"{GD}::test_agrees_with_scipy",
+     "against scipy.stats where it has the law; cdf, pdf, limits and symmetry for all"),
+    ("gendr", "distribution", "", "'exponential', 'exponential_rev', 'gamma', 'gamma_rev', "
+     "'levy', 'levy_rev'", "diffalg.distributions.get_distribution",
+     f"{GD}::test_reversed_laws_mirror_their_originals", ""),
+    ("gendr", "distribution", "dist_shape", "", "diffalg.distributions.get_distribution",
+     f"{GD}::test_agrees_with_scipy", "`shape=`; eager only in the renderer's operators"),
+    ("gendr", "distribution", "dist_shift", "", "diffalg.distributions.get_distribution",
+     f"{GD}::test_agrees_with_scipy", "`shift=`; eager only in the renderer's operators"),
+    ("gendr", "distribution", "dist_squared", "", "diffalg.rendering.render_silhouette",
+     "tests/test_rendering.py::test_tau_to_zero_is_hard_rasterization", "`squared=True`"),
+    ("gendr", "t-conorm", "", "'probabilistic', 'einstein', 'hamacher', 'yager', 'frank', "
+     "'aczel_alsina', 'dombi', 'schweizer_sklar', 'max'", "diffalg.rendering.get_tconorm",
+     "tests/test_rendering.py::test_tconorm_formula", ""),
+    ("gendr", "t-conorm", "", "'hard'", "diffalg.rendering.HardTConorm",
+     f"{GR}::test_hard_tconorm_is_the_hard_silhouette", ""),
+    ("gendr", "texture_type", "", "'surface', 'vertex'", "diffalg.rendering.render_rgb",
+     f"{GR}::test_textured_quad_renders_its_texture",
+     "texels (F, R, R, 3) in GenDR's order; diffalg's default is 'vertex'"),
+    ("gendr", "anti_aliasing", "", "", "diffalg.rendering.render_rgb",
+     f"{GR}::test_anti_aliasing_halves_edge_error", "render at 2x, average 2x2"),
+    ("gendr", "double_side", "", "", "diffalg.rendering.render_rgb",
+     f"{GR}::test_back_face_vanishes_unless_double_side",
+     "drops back faces from silhouette and colour; GenDR only from the colour mix"),
+    ("gendr", "near, far", "", "", "diffalg.rendering.Camera",
+     f"{GR}::test_near_far_clipping",
+     "whole faces are clipped; GenDR clips per pixel by interpolated depth"),
     # ---------------------------------------------------------------- algovision
     ("algovision", "Algorithm", "", "", "diffalg.relax.Relaxation",
      "tests/test_relax.py::test_if_runs_branches_on_copies_and_merges",

@@ -239,3 +239,20 @@ def test_new_options_compile_in_one_graph():
                                  double_side=False)
     torch._dynamo.reset()
     assert torch.equal(torch.compile(fn, fullgraph=True)(v), fn(v))
+
+
+def test_operator_path_refuses_a_non_default_shape_or_shift():
+    """The renderer's operators (torch.compile, meta and fake tensors) rebuild the distribution
+    by name: a GenDR shape or shift other than the default is refused there, not dropped."""
+    from diffalg.distributions import get_distribution
+    from diffalg.rendering import Camera, camera_position, icosphere, render_silhouette
+    v, f = icosphere(1)
+    cam = Camera(camera_position(4.0, torch.tensor([10.0]), torch.tensor([20.0])))
+    dist = get_distribution("gamma", shape=0.5, shift=1.0)
+    eager = render_silhouette(v, f, cam, 16, distribution=dist)
+    assert eager.shape == (1, 16, 16)
+    with pytest.raises(TypeError, match="default shape and shift"):
+        render_silhouette(v.to("meta"), f.to("meta"), cam, 16, distribution=dist)
+    default = render_silhouette(v.to("meta"), f.to("meta"), cam, 16,
+                                distribution=get_distribution("gamma"))
+    assert default.shape == (1, 16, 16)

@@ -21,10 +21,14 @@ def _traced(x) -> bool:
 def _names(dist, tconorm):
     "Names and parameters that rebuild `dist` and `tconorm` inside an operator."
     names = (dist.name, float(getattr(dist, "art_lambda", 0.25)), tconorm.name, tconorm.p)
-    if (type(get_distribution(*names[:2])) is not type(dist)
+    rebuilt = get_distribution(*names[:2])
+    params = lambda d: (getattr(d, "shape", None), getattr(d, "shift", None))  # noqa: E731
+    if (type(rebuilt) is not type(dist) or params(rebuilt) != params(dist)
             or type(get_tconorm(*names[2:])) is not type(tconorm)):
         raise TypeError("a compiled renderer (or one on meta or fake tensors) needs a registered "
-                        f"distribution and a named t-conorm, got {dist!r} and {tconorm!r}")
+                        "distribution at its default shape and shift (GenDR's dist_shape and "
+                        f"dist_shift render eagerly) and a named t-conorm, got {dist!r} and "
+                        f"{tconorm!r}")
     return names
 
 def _objects(H, W, distribution, art_lambda, tconorm, p, *rest):
