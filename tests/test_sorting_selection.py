@@ -164,3 +164,13 @@ def test_svm_and_selection_behave_like_torch_ops():
     top = lambda z: soft_topk(z, 3, network=net, steepness=4.0)        # noqa: E731
     assert_compiled_matches_eager(top, s)
     assert_fake_shapes(top, s)
+
+
+def test_selection_loss_compiles_when_the_size_is_known():
+    "With n (or m) given, the network is built at construction and the loss compiles whole."
+    torch.manual_seed(8)
+    labels = torch.randint(10, (4,))
+    for kw, C in ((dict(n=10), 10), (dict(n=14, m=10), 14)):
+        fn = TopKCrossEntropyLoss("splitter_selection", 2.0, [0.5, 0.0, 0.5], **kw)
+        logits = torch.randn(4, C, dtype=torch.float64, requires_grad=True)
+        assert_compiled_matches_eager(lambda z, y: fn(z, y), logits, labels)

@@ -157,6 +157,18 @@ def _checked_p_k(p_k):
                          f"k = 1, 2, ... that sum to 1, got {list(p_k)}")
     return weights
 
+# %% ../../nbs/03_sorting/06_topk.ipynb #c55884ad
+def _selection_for(built, n, k):
+    """The splitter selection network on n wires for k: `built` if it fits (made outside any
+    trace), else a new one, which torch.compile cannot trace."""
+    if built is not None and built.n == n:
+        return built
+    if torch.compiler.is_compiling():
+        raise ValueError("TopKCrossEntropyLoss('splitter_selection') under torch.compile needs "
+                         f"`n` (or `m`) = {n} at construction, so that its network is built "
+                         "outside the trace")
+    return splitter_selection_network(n, k)
+
 # %% ../../nbs/03_sorting/06_topk.ipynb #b1c75c02
 class _TopKConfig(torch.nn.Module):
     "The configuration of `TopKCrossEntropyLoss`, checked, and its columns."
@@ -181,6 +193,8 @@ class _TopKConfig(torch.nn.Module):
         self.distribution = get_distribution(name, art_lambda)
         self.top1_mode = check_choice(top1_mode, "top1_mode",
                                       ("sm", "smce", "sort"))
+        self._network = (splitter_selection_network(self.m or self.n, self.k)  # not in a trace
+                         if method == "splitter_selection" and (self.m or self.n) else None)
 
     def _topk_columns(self, outputs):
         "Relaxed permutation columns of the k largest, (B, C, k), largest 1st."
@@ -191,7 +205,7 @@ class _TopKConfig(torch.nn.Module):
             return softsort_permutation(outputs, tau)[..., -self.k:].flip(-1)
         network = self.method
         if network == "splitter_selection":
-            network = splitter_selection_network(outputs.shape[-1], self.k)
+            network = _selection_for(self._network, outputs.shape[-1], self.k)
         r = RelaxedSort(outputs, network, self.inverse_temperature,
                         self.distribution)
         return r.topk(self.k)
