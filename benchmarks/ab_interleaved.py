@@ -5,6 +5,7 @@ minimum over rounds of each side's median.
     .venv/bin/python benchmarks/ab_interleaved.py /work/base . --rounds 6     # about 40 minutes
     .venv/bin/python benchmarks/ab_interleaved.py /work/base . --only rendering --rounds 10
     .venv/bin/python benchmarks/ab_interleaved.py /work/base . --recheck --rounds 12
+    .venv/bin/python benchmarks/ab_interleaved.py /work/base . --recheck --fresh --rounds 20
 
 Why: benchmarks/compare_trees.py alternates the trees script by script, minutes apart, so a
 change in the machine's load between two runs reads as a change of the code. Here each tree runs
@@ -18,8 +19,9 @@ case's inputs are built once per server; each request warms up, then times `repe
 (chosen on the first request so that a request takes about --budget seconds, 3 to 25 calls).
 Per case: the wall and CPU medians (each the minimum over rounds) and the best single call of all
 rounds; ratios are new / old. Nothing is asserted. `--recheck` measures the flagged cases of the
-last recorded run again (more rounds), recorded as a run of its own. The table is recorded in
-benchmarks/results/ab_interleaved.json (--no-record to skip).
+last recorded run again (more rounds), recorded as a run of its own; `--fresh` starts new
+processes every round, so that one process's memory layout cannot favour one tree. The table is
+recorded in benchmarks/results/ab_interleaved.json (--no-record to skip).
 """
 import argparse
 import json
@@ -112,6 +114,10 @@ def main():
     ap.add_argument("--budget", type=float, default=0.4, help="seconds per timed request")
     ap.add_argument("--only", nargs="+", metavar="GROUP", help="groups to run (default all)")
     ap.add_argument("--threshold", type=float, default=1.10, help="flag new / old above this")
+    ap.add_argument("--fresh", action="store_true",
+                    help="start both processes anew every round (one import per round): each "
+                         "round draws a new memory layout, which one process per tree fixes "
+                         "for the whole run")
     ap.add_argument("--recheck", action="store_true",
                     help="measure again only the cases flagged in the last recorded run that was "
                          "not itself a recheck (recorded as a recheck run)")
@@ -127,7 +133,7 @@ def main():
     run = Run("ab_interleaved", args, repeats=args.rounds,
               params={"old": trees["old"], "new": trees["new"], "rounds": args.rounds,
                       "budget_s": args.budget, "threshold": args.threshold,
-                      "recheck": args.recheck,
+                      "recheck": args.recheck, "fresh": args.fresh,
                       "old_commit": _commit(trees["old"]), "new_commit": _commit(trees["new"])},
               comparisons={g: {"what": f"diffalg's time, {g} cases", "ratio": "new / old"}
                            for g in dict.fromkeys(CASES[n][0] for n in names)})
@@ -141,6 +147,10 @@ def main():
                     servers[side, key] = Server(trees[side], env)
             got, repeats = {"old": [], "new": []}, None
             for r in range(args.rounds):
+                if args.fresh and r:          # new processes: a new memory layout each round
+                    for side in trees:
+                        servers[side, key].close()
+                        servers[side, key] = Server(trees[side], env)
                 for side in (("old", "new") if r % 2 == 0 else ("new", "old")):
                     out = servers[side, key].time(setup, stmt, threads, repeats, args.budget)
                     repeats = out["repeats"]
