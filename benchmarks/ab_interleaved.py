@@ -33,7 +33,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from harness import Run, add_record_args, load, table  # noqa: E402
+from harness import Run, _git, add_record_args, load, table  # noqa: E402
 from ab_cases import CASES  # noqa: E402
 
 SERVER = r"""
@@ -134,7 +134,8 @@ def main():
               params={"old": trees["old"], "new": trees["new"], "rounds": args.rounds,
                       "budget_s": args.budget, "threshold": args.threshold,
                       "recheck": args.recheck, "fresh": args.fresh,
-                      "old_commit": _commit(trees["old"]), "new_commit": _commit(trees["new"])},
+                      "old_commit": _git("rev-parse", "--short", "HEAD", cwd=trees["old"]),
+                      "new_commit": _git("rev-parse", "--short", "HEAD", cwd=trees["new"])},
               comparisons={g: {"what": f"diffalg's time, {g} cases", "ratio": "new / old"}
                            for g in dict.fromkeys(CASES[n][0] for n in names)})
     servers, rows = {}, []
@@ -175,12 +176,6 @@ def main():
     print(table(rows, ["comparison", "case", "old_s", "new_s", "ratio", "cpu_ratio", "best_ratio",
                        "flag"]))
     run.close()
-
-
-def _commit(tree):
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True,
-                         text=True)
-    return out.stdout.strip() or None
 
 
 if __name__ == "__main__":
