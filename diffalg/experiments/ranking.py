@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['METHODS', 'LOSSES', 'NEWTON', 'NETWORKS', 'DEFAULTS', 'PAPER', 'resolved_loss', 'tikhonov', 'relaxed_permutation',
-           'ranking_losses', 'numbers', 'build', 'batch', 'loss', 'evaluate']
+           'ranking_losses', 'comparison_methods', 'numbers', 'build', 'batch', 'loss', 'evaluate']
 
 # %% ../../nbs/appendix/paper_scale/02_ranking.ipynb #7da1b225
 import math
@@ -12,16 +12,18 @@ import torch
 from .. import data as data_sources
 from ..checks import check_choice, check_int
 from ..data import digits_numbers
+from ..distributions import distribution_names, get_distribution
 from .runner import Setup, step_generator, shard
 from ..newton import HessianNewtonLoss, FisherNewtonLoss
 from ..ranking import NumberScorer, evaluation_sets, evaluate_ranking
 from ..relax import bubble_sort
 from ..sorting import diff_sort, sort_loss, permutation_targets
 from ..sorting import neuralsort_permutation, softsort_permutation
+from ..sorting import fast_soft_rank, sinkhorn_plan
 
 # %% ../../nbs/appendix/paper_scale/02_ranking.ipynb #a918e2a8
-METHODS = ("odd_even", "bitonic", "neuralsort", "softsort", "bubble")
-LOSSES = ("auto", "bce", "sort_loss", "ce", "swaps")
+METHODS = ("odd_even", "bitonic", "neuralsort", "softsort", "fast_sort", "sinkhorn", "bubble")
+LOSSES = ("auto", "bce", "sort_loss", "ce", "mse", "swaps")
 NEWTON = ("none", "hessian", "fisher")
 NETWORKS = ("odd_even", "bitonic")
 
@@ -29,7 +31,8 @@ DEFAULTS = {"seed": 0, "steps": 150, "batch": 50, "lr": 1e-3, "eval_every": 0,
             "checkpoint_every": 50, "n": 5, "method": "odd_even", "distribution": "cauchy",
             "steepness": 10.0, "art_lambda": 0.25, "loss": "auto", "newton": "none",
             "tikhonov": 0.0, "lr_schedule": "constant", "data": "digits", "channels": 16,
-            "hidden": 64, "eval_sets": 1000, "dtype": "float32"}
+            "hidden": 64, "eval_sets": 1000, "dtype": "float32", "regularization": "l2",
+            "epsilon": 0.01, "sinkhorn_iterations": 50}
 PAPER = {"steps": 100_000, "batch": 100, "lr": 10 ** -3.5, "eval_every": 1_000,
          "checkpoint_every": 1_000, "channels": 32, "hidden": 64, "data": "mnist5k"}
 
@@ -40,10 +43,13 @@ def resolved_loss(cfg: dict) -> str:
     loss = check_choice(cfg["loss"], "loss", LOSSES)
     check_choice(cfg["newton"], "newton", NEWTON)
     if loss == "auto":
-        return "swaps" if method == "bubble" else "bce"
+        return {"bubble": "swaps", "fast_sort": "mse"}.get(method, "bce")
     if (loss == "swaps") != (method == "bubble"):
         raise ValueError(f"loss 'swaps' goes with method 'bubble' and only with it; got "
                          f"method {method!r}, loss {loss!r}")
+    if (loss == "mse") != (method == "fast_sort"):
+        raise ValueError(f"loss 'mse' (of soft ranks) goes with method 'fast_sort' and only with "
+                         f"it; got method {method!r}, loss {loss!r}")
     if loss == "sort_loss" and method not in NETWORKS:
         raise ValueError(f"loss 'sort_loss' needs a sorting network {NETWORKS}, got {method!r}")
     return loss
@@ -63,8 +69,11 @@ def relaxed_permutation(scores, cfg: dict):
     if method in NETWORKS:
         return diff_sort(scores, method, cfg["steepness"], cfg["distribution"],
                          cfg["art_lambda"]).permutation
-    if method == "bubble":
-        raise ValueError("method 'bubble' trains with the expected swaps (loss 'swaps')")
+    if method == "sinkhorn":
+        return sinkhorn_plan(scores, cfg["epsilon"], cfg["sinkhorn_iterations"])
+    if method in ("bubble", "fast_sort"):
+        raise ValueError(f"method {method!r} has no permutation matrix; it trains with loss "
+                         f"{resolved_loss({**cfg, 'loss': 'auto'})!r}")
     fn = neuralsort_permutation if method == "neuralsort" else softsort_permutation
     return fn(scores, 1.0 / cfg["steepness"])
 
@@ -74,6 +83,10 @@ def ranking_losses(scores, values, cfg: dict):
     if loss == "swaps":                      # the scores in the true order of the values
         ordered = torch.take_along_dim(scores, values.argsort(-1), -1)
         return bubble_sort(ordered, cfg["steepness"], cfg["distribution"]).swaps
+    if loss == "mse":                        # soft ranks against the true ranks 1..n
+        ranks = fast_soft_rank(scores, 1.0 / cfg["steepness"], cfg["regularization"])
+        true = values.argsort(-1).argsort(-1).to(scores.dtype) + 1
+        return (ranks - true).pow(2).mean(-1)
     if loss == "sort_loss":
         return sort_loss(scores, values, cfg["method"], cfg["steepness"], cfg["distribution"],
                          cfg["art_lambda"], reduction="none")
@@ -83,6 +96,20 @@ def ranking_losses(scores, values, cfg: dict):
         bce = torch.nn.functional.binary_cross_entropy
         return bce(P.clamp(1e-7, 1 - 1e-7), Q, reduction="none").mean((-2, -1))
     return -(Q * P.clamp_min(1e-12).log()).sum((-2, -1)) / P.shape[-1]
+
+# %% ../../nbs/appendix/paper_scale/02_ranking.ipynb #56c2283e
+def comparison_methods() -> dict:
+    "Label -> config overrides of every method in the sorting chapter's comparison."
+    out = {"NeuralSort": {"method": "neuralsort"}, "SoftSort": {"method": "softsort"},
+           "Fast Sort (l2)": {"method": "fast_sort", "regularization": "l2"},
+           "Fast Sort (kl)": {"method": "fast_sort", "regularization": "kl"},
+           "Sinkhorn": {"method": "sinkhorn"}}
+    monotonic = [d for d in distribution_names(gendr=True) if get_distribution(d).monotonic]
+    for network in NETWORKS:
+        for d in monotonic:
+            label = f"{network.replace('_', '-')}, {d}"
+            out[label] = {"method": network, "distribution": d}
+    return out
 
 # %% ../../nbs/appendix/paper_scale/02_ranking.ipynb #04341b4b
 def numbers(source: str, split: str):
