@@ -13,9 +13,11 @@ from diffalg.newton import HessianNewtonLoss, FisherNewtonLoss
 from diffalg.relax import bubble_sort
 from diffalg.sorting import diff_sort, sort_loss, permutation_targets
 from diffalg.sorting import neuralsort_permutation, softsort_permutation
+from diffalg.sorting import fast_soft_rank, sinkhorn_plan
+from diffalg.distributions import distribution_names, get_distribution
 
 TINY = {"channels": 3, "hidden": 6, "batch": 4, "eval_sets": 20}
-METHODS = ["odd_even", "bitonic", "neuralsort", "softsort", "bubble"]
+METHODS = ["odd_even", "bitonic", "neuralsort", "softsort", "fast_sort", "sinkhorn", "bubble"]
 NEWTON = ["none", "hessian", "fisher"]
 
 
@@ -50,6 +52,22 @@ def _direct(cfg):
     s, d = cfg["steepness"], cfg["distribution"]
     if cfg["method"] == "bubble":     # the scores of the images in true order
         return lambda y, v: bubble_sort(torch.take_along_dim(y, v.argsort(-1), -1), s, d).swaps
+    if cfg["method"] == "fast_sort":  # Petersen et al. (ICML 2021, App. B.3): MSE of the ranks
+        def mse(y, v):
+            true = torch.empty_like(y)
+            for b in range(y.shape[0]):
+                for rank, i in enumerate(sorted(range(y.shape[1]), key=lambda i: float(v[b, i]))):
+                    true[b, i] = rank + 1
+            r = fast_soft_rank(y, 1.0 / s, cfg["regularization"])
+            return ((r - true) ** 2).mean(-1)
+        return mse
+    if cfg["method"] == "sinkhorn":
+        def bce(y, v):
+            P = sinkhorn_plan(y, cfg["epsilon"], cfg["sinkhorn_iterations"])
+            Q = permutation_targets(v).to(P.dtype)
+            return torch.nn.functional.binary_cross_entropy(
+                P.clamp(1e-7, 1 - 1e-7), Q, reduction="none").mean((-2, -1))
+        return bce
     return lambda y, v: _sorting_chapter_bce(y, v, cfg["method"], s, d)
 
 
@@ -98,8 +116,40 @@ def test_newton_chapter_losses(method):
         torch.testing.assert_close(got, want)
 
 
+def test_comparison_methods():
+    "The sorting chapter's comparison: the baselines and both networks with every monotonic law."
+    methods = ranking.comparison_methods()
+    monotonic = {d for d in distribution_names(gendr=True) if get_distribution(d).monotonic}
+    assert monotonic == {"cauchy", "reciprocal", "optimal"}
+    networks = {(m["method"], m["distribution"]) for m in methods.values()
+                if m["method"] in ranking.NETWORKS}
+    assert networks == {(n, d) for n in ranking.NETWORKS for d in monotonic}
+    others = sorted(m["method"] for m in methods.values() if m["method"] not in ranking.NETWORKS)
+    assert others == ["fast_sort", "fast_sort", "neuralsort", "sinkhorn", "softsort"]
+    for overrides in methods.values():          # each is a valid config of the experiment
+        ranking.resolved_loss(make_config("ranking", {**TINY, **overrides}))
+
+
+def test_fast_sort_kl_with_ties_and_large_scores():
+    "The kl variant keeps finite gradients on tied and large scores (a complaint about torchsort)."
+    cfg = make_config("ranking", {**TINY, "method": "fast_sort", "regularization": "kl"})
+    scores = torch.tensor([[1e4, 1e4, -1e4, 0.0, 0.0]], dtype=torch.float64,
+                          requires_grad=True)
+    loss = ranking.ranking_losses(scores, torch.tensor([[3, 4, 0, 1, 2]]), cfg)
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(scores.grad).all()
+
+
 def test_bad_choices():
     for over, match in [({"method": "quick"}, "`method` must be one of"),
+                        ({"loss": "mse"}, "goes with method 'fast_sort'"),
+                        ({"method": "fast_sort", "loss": "bce"}, "goes with method 'fast_sort'"),
+                        ({"method": "fast_sort", "regularization": "l1"},
+                         "`regularization` must be one of"),
+                        ({"method": "sinkhorn", "epsilon": 0.0},
+                         "`epsilon` must be finite and > 0"),
+                        ({"method": "sinkhorn", "sinkhorn_iterations": 0},
+                         "`sinkhorn_iterations` must be >= 1"),
                         ({"loss": "swaps"}, "goes with method 'bubble'"),
                         ({"method": "softsort", "loss": "sort_loss"}, "needs a sorting"),
                         ({"newton": "bfgs"}, "`newton` must be one of"),

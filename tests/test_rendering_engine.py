@@ -18,7 +18,7 @@ from diffalg.rendering import (Camera, SoftRasterizer, camera_position, get_tcon
                                hard_silhouette, icosphere, load_mesh, render_rgb,
                                render_silhouette, signed_distance, tconorm_names)
 from diffalg.rendering.reference import dense_hard_silhouette, dense_rgb, dense_silhouette
-from diffalg.rendering._engine import _SignedDistance, _barycentric, _edge_terms
+from diffalg.rendering._engine import _SignedDistance, _barycentric, _chunk_end, _edge_terms
 
 TEAPOT = os.path.join(os.path.dirname(__file__), "data", "teapot.obj")
 F64 = torch.float64
@@ -213,6 +213,30 @@ def test_tiles_chunks_and_checkpointing(tile, chunk, limit, device):
     engine = dict(tile=tile, chunk_elements=chunk, memory_limit=limit)
     _same_image_and_gradient(v, f, cam, (13, 11), tau=0.03, engine=engine)
     _same_image_and_gradient(v, f, cam, (9, 10), rgb=True, tau=0.03, gamma=0.05, engine=engine)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_chunks_cover_the_tiles_with_bounded_padding(seed):
+    """Chunks partition the sorted tiles; each holds at most chunk_elements pairs (or one tile) and
+    pads less than a third unless cutting there would leave a chunk under an eighth of the limit."""
+    gen = torch.Generator().manual_seed(seed)
+    counts = sorted(torch.randint(1, 60, (int(torch.randint(1, 400, (1,), generator=gen)),),
+                                  generator=gen).tolist(), reverse=True)
+    P, limit = 64, 1 << 15
+    s, chunks = 0, []
+    while s < len(counts):
+        e = _chunk_end(counts, s, P, limit)
+        assert e > s
+        chunks.append((s, e))
+        s = e
+    assert chunks[-1][1] == len(counts)
+    for s, e in chunks:
+        k = counts[s]
+        assert e - s == 1 or (e - s) * P * k <= limit
+        low = [i for i in range(s, e) if counts[i] < 0.75 * k]
+        if low:             # padded more: only because the cut would have left a small chunk
+            assert (low[0] - s) * P * k < limit / 8
+    assert len(chunks) >= -(-sum(P * c for c in counts) // limit)   # no fewer than the limit allows
 
 
 def test_teapot(device):

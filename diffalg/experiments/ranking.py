@@ -10,7 +10,7 @@ __all__ = ['METHODS', 'LOSSES', 'NEWTON', 'NETWORKS', 'DEFAULTS', 'PAPER', 'reso
 import math
 import torch
 from .. import data as data_sources
-from ..checks import check_choice, check_int
+from ..checks import check_choice, check_int, check_positive
 from ..data import digits_numbers
 from ..distributions import distribution_names, get_distribution
 from .runner import Setup, step_generator, shard
@@ -42,6 +42,9 @@ def resolved_loss(cfg: dict) -> str:
     method = check_choice(cfg["method"], "method", METHODS)
     loss = check_choice(cfg["loss"], "loss", LOSSES)
     check_choice(cfg["newton"], "newton", NEWTON)
+    check_choice(cfg["regularization"], "regularization", ("l2", "kl"))
+    check_positive(cfg["epsilon"], "epsilon", allow_tensor=False)
+    check_int(cfg["sinkhorn_iterations"], "sinkhorn_iterations", minimum=1)
     if loss == "auto":
         return {"bubble": "swaps", "fast_sort": "mse"}.get(method, "bce")
     if (loss == "swaps") != (method == "bubble"):
@@ -97,7 +100,7 @@ def ranking_losses(scores, values, cfg: dict):
         return bce(P.clamp(1e-7, 1 - 1e-7), Q, reduction="none").mean((-2, -1))
     return -(Q * P.clamp_min(1e-12).log()).sum((-2, -1)) / P.shape[-1]
 
-# %% ../../nbs/appendix/paper_scale/02_ranking.ipynb #56c2283e
+# %% ../../nbs/appendix/paper_scale/02_ranking.ipynb #f9bebd0d
 def comparison_methods() -> dict:
     "Label -> config overrides of every method in the sorting chapter's comparison."
     out = {"NeuralSort": {"method": "neuralsort"}, "SoftSort": {"method": "softsort"},

@@ -93,6 +93,18 @@ def _tile_points(tiles, nty, ntx, tile, xs, ys, local):
     return pts.reshape(-1, tile * tile, 2), bidx
 
 # %% ../../nbs/04_rendering/09_how_it_is_made_fast.ipynb #d6ce528a
+def _chunk_end(counts, s, P, chunk_elements, ratio=0.75, min_fraction=0.125):
+    """End of the chunk that starts at sorted tile `s`: at most `chunk_elements` pairs, and cut
+    where the face count falls below `ratio` of the first, unless that leaves a small chunk."""
+    k = counts[s]
+    e = min(len(counts), s + max(1, chunk_elements // (P * k)))
+    cut = s
+    while cut < e and counts[cut] >= ratio * k:
+        cut += 1
+    if cut < e and (cut - s) * P * k >= min_fraction * chunk_elements:
+        return cut
+    return e
+
 def _run_chunks(kernel, tiles, counts, slot, grid, xs, ys, chunk_elements, memory_limit,
                 tensors, reentrant=True):
     """Kernel values (n_nonempty, P, C) of the sorted tiles, in chunks of at most `chunk_elements`
@@ -107,7 +119,7 @@ def _run_chunks(kernel, tiles, counts, slot, grid, xs, ys, chunk_elements, memor
     n = len(counts)
     while s < n:
         k = counts[s]
-        e = min(n, s + max(1, chunk_elements // (P * k)))
+        e = _chunk_end(counts, s, P, chunk_elements)
         pts, bidx = _tile_points(tiles[s:e], nty, ntx, tile, xs, ys, local)
         idx = slot[s:e, :k]
         if use_ckpt:
