@@ -59,7 +59,8 @@ FULL = {
     "compile": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_compile.py",
     "ranking_scale5": "OMP_WAIT_POLICY=PASSIVE python benchmarks/ranking_table.py --scale 5",
     "paper_ranking": "OMP_WAIT_POLICY=PASSIVE python benchmarks/paper_tables.py",
-    "ranking_comparison": "OMP_WAIT_POLICY=PASSIVE python benchmarks/ranking_comparison.py",
+    "ranking_comparison": "OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python "
+                          "benchmarks/ranking_comparison.py",
     "ddp": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_ddp.py",
     "smoothing": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_smoothing.py",
     "before_after": "python benchmarks/compare_trees.py OLD_TREE NEW_TREE",

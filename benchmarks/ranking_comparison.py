@@ -7,7 +7,7 @@ of `nbs/03_sorting/09_comparison.ipynb` (150 steps per unit of its `SCALE`, batc
 benchmarks/results/ranking_comparison.json as soon as it is measured (the same command run again
 continues an interrupted run, skipping the settings already measured).
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/ranking_comparison.py            # about 50 minutes
+    OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/ranking_comparison.py  # an hour
     OMP_WAIT_POLICY=PASSIVE python benchmarks/ranking_comparison.py --quick    # two settings
 
 `--scale S` trains 150 * S steps of batch 50; `--n 3 5 7` chooses the set sizes.
