@@ -100,7 +100,7 @@ def ranking_losses(scores, values, cfg: dict):
         return bce(P.clamp(1e-7, 1 - 1e-7), Q, reduction="none").mean((-2, -1))
     return -(Q * P.clamp_min(1e-12).log()).sum((-2, -1)) / P.shape[-1]
 
-# %% ../../nbs/appendix/paper_scale/02_ranking.ipynb #886c62b9
+# %% ../../nbs/appendix/paper_scale/02_ranking.ipynb #16db437e
 def comparison_methods() -> dict:
     "Label -> config overrides of every method in the sorting chapter's comparison."
     out = {"NeuralSort": {"method": "neuralsort"}, "SoftSort": {"method": "softsort"},
