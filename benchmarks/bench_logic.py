@@ -3,13 +3,15 @@ Python implementation (or, when difflogic cannot be imported, a plain 16-gate Py
 written the same way) at several widths, and discrete inference throughput of a 6-layer circuit:
 the compiled C path timed on the circuit alone (input packed beforehand, as in the paper's figure)
 and from a bool tensor (packing included), and the bit-packed PyTorch path from a bool tensor;
-with `--conv`, the compiled C path of the chapter's convolutional models (images/s on one core).
+with `--conv`, the compiled C path of the chapter's convolutional models (images/s on one core);
+with `--conv-step`, the training step of a logic tree convolution against its plain PyTorch form.
 Records benchmarks/results/logic.json.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_logic.py --block 5 --repeats 10   # minutes
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_logic.py --quick                  # seconds
     python benchmarks/bench_logic.py --difflogic-src DIR      # against difflogic's Python layer
     python benchmarks/bench_logic.py --conv mnist cifar   # also the convolutional circuits' C path
+    python benchmarks/bench_logic.py --conv-step    # also a tree convolution's training step
 
 difflogic (Petersen et al.) needs a CUDA build to install; its Python implementation does not use
 CUDA, so `--difflogic-src DIR` (a folder holding the `difflogic/` package sources of
@@ -39,6 +41,7 @@ except ImportError:                   # the earlier flat modules
     from diffalg.logic_compiled import LogicCircuit, compile_circuit
 try:                                  # convolutional circuits (diffalg.logic.lowering)
     from diffalg.logic import BitsToImage, hardware_circuit, logic_tree_net
+    from diffalg.logic import LogicTreeConv2d, reference_tree_conv
 except ImportError:
     hardware_circuit = None
 
@@ -240,7 +243,8 @@ def inference_rows(args):
 
 
 CONV_MODELS = {   # name: (k, channels, image size, blocks, bits per pixel), the chapter's models
-    "mnist": (4, 1, 28, 3, 2),     # 05_convolutions: logic_tree_net(4, 2, 28, blocks=3)
+    "mnist": (16, 1, 28, 1, 2),    # 05_convolutions: logic_tree_net(16, 2, 28, blocks=1)
+    "mnist_deep": (4, 1, 28, 3, 2),  # the same family at k = 4, 3 blocks
     "cifar": (1, 3, 32, 4, 3),     # CIFAR-10 size, the paper's family at k = 1 (3 thresholds)
 }
 
@@ -275,6 +279,49 @@ def conv_inference_rows(args):
     return rows
 
 
+CONV_LAYERS = {   # name: (in channels, out channels, image size): the conv models' tree layers
+    "mnist k=16": (2, 16, 28), "mnist_deep block 2": (4, 16, 14),
+    "mnist_deep block 3": (16, 64, 7), "cifar k=8 block 1": (9, 8, 32),
+    "cifar k=8 block 2": (8, 32, 16),
+}
+
+
+def conv_step_rows(args):
+    """Training step (forward + backward) of one LogicTreeConv2d (3x3, padding 1, depth-2 trees)
+    against the same layer written plainly (`reference_tree_conv`: unfold, gather, 16 gates)."""
+    rows = []
+    for name, (cin, cout, size) in CONV_LAYERS.items():
+        conv = LogicTreeConv2d(cin, cout, 3, padding=1, seed=0)
+        x = torch.rand(args.conv_batch, cin, size, size, generator=torch.Generator().manual_seed(0))
+        plain = lambda: reference_tree_conv(x, conv.leaves, conv.weights, 3, 1, 1)  # noqa: E731
+        diff = (conv(x) - plain()).abs().max().item()
+        if diff > 1e-5:
+            raise AssertionError(f"{name}: the layer and its plain form differ by {diff:.2e}")
+
+        def step(fn):
+            def run():
+                conv.zero_grad(set_to_none=True)
+                fn().sum().backward()
+            return run
+        t, c = interleaved_medians({"diffalg": step(lambda: conv(x)), "plain": step(plain)},
+                                   args.repeats, block=args.block)
+        rows.append({"comparison": "conv training step", "case": f"{name}, batch "
+                     f"{args.conv_batch}", "layer": name, "in_channels": cin,
+                     "out_channels": cout, "image": size, "size_name": "image", "size": size,
+                     "batch": args.conv_batch, "max_abs_diff": diff,
+                     "diffalg_s": t["diffalg"], "diffalg_cpu_s": c["diffalg"],
+                     "reference": "unfold + gather + 16-gate formula (reference_tree_conv)",
+                     "reference_s": t["plain"], "reference_cpu_s": c["plain"],
+                     "ratio": t["plain"] / t["diffalg"], "cpu_ratio": c["plain"] / c["diffalg"]})
+    print(f"\nTraining step (forward + backward, batch {args.conv_batch}) of one logic tree "
+          "convolution (3x3, padding 1, depth 2) against unfold + gather + the 16-gate formula")
+    shown = [dict(r, **{"diffalg ms": 1e3 * r["diffalg_s"], "plain ms": 1e3 * r["reference_s"],
+                        "speed-up": r["ratio"]}) for r in rows]
+    print(table(shown, ["layer", "in_channels", "out_channels", "image", "diffalg ms",
+                        "plain ms", "speed-up", "max_abs_diff"]))
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -293,6 +340,10 @@ def main():
                     help="also time the discrete inference of these convolutional models")
     ap.add_argument("--conv-images", type=int, default=16384,
                     help="batch for the convolutional inference")
+    ap.add_argument("--conv-step", action="store_true",
+                    help="also time the training step of a logic tree convolution against its "
+                         "plain PyTorch form")
+    ap.add_argument("--conv-batch", type=int, default=64, help="batch of the conv training step")
     ap.add_argument("--quick", action="store_true",
                     help="widths 500 and 2000, 3 repeats, 16,384 images")
     args = add_record_args(ap).parse_args()
@@ -317,6 +368,13 @@ def main():
     for r in conv_rows:
         run.run["comparisons"].setdefault(r["comparison"], {
             "what": f"{r['model']} model, {r['gates']:,} gates, one thread", "size": "images"})
+    if args.conv_step and hardware_circuit:
+        conv_rows = conv_step_rows(args) + conv_rows
+        run.run["comparisons"]["conv training step"] = {
+            "what": "forward + backward of one LogicTreeConv2d(c_in, c_out, 3, padding=1), "
+                    f"batch {args.conv_batch}, median of {args.repeats} samples of "
+                    f"{args.block} step(s), the sides alternating",
+            "size": "image", "ratio": "plain / diffalg"}
     run.close(rows + conv_rows)
 
 

@@ -53,7 +53,8 @@ FULL = {
                        "benchmarks/bench_sorting.py --sweep --max-peer-gb 20",
     "sorting_values": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_sorting.py --values-inproc",
     "rendering": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_rendering.py --compare",
-    "logic": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_logic.py --block 5 --repeats 10",
+    "logic": ("OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_logic.py --block 5 --repeats 10 "
+              "--conv mnist mnist_deep cifar --conv-step"),
     "newton": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_newton.py --cnn",
     "cpu_effects": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_cpu_effects.py",
     "compile": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_compile.py",
