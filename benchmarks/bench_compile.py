@@ -12,15 +12,20 @@ process measures:
 - the median time per call of forward + backward (the outputs summed against fixed random
   weights; forward only where an operator has no gradient) for eager and compiled (default
   backend "inductor"; "aot_eager" beside it at full size, or with `--aot-eager`), alternated in
-  one process, and the ratio compiled / eager (below 1: compiled is faster);
+  one process in blocks of consecutive calls (about 50 ms of eager calls each), and the ratio
+  compiled / eager (below 1: compiled is faster);
 - at a small size, the eager forward per call with `diffalg.set_validate_args(False)`, `"cpu"`
   (the default) and `True`, alternated in blocks of about 20 ms, the fastest block of each (the
   one least disturbed by other processes), in microseconds, and the overhead over False.
+Run it with PyTorch's default OpenMP wait policy, as users do, on an otherwise idle machine:
+inductor's CPU kernels open an OpenMP parallel region each, and with `OMP_WAIT_POLICY=PASSIVE`
+(which the other benchmarks use against a busy machine) every region pays for waking its threads,
+which made small compiled operators up to ten times slower than eager here (SoftSort at 64 x 8).
 A failure is a row with its reason (never a crash of the script); nothing is asserted. The
 command that regenerates benchmarks/results/compile.json is the first below (harness.FULL).
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_compile.py          # full size, an hour or more
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_compile.py --quick  # small sizes, no aot_eager,
+    python benchmarks/bench_compile.py          # full size, an hour or more
+    python benchmarks/bench_compile.py --quick  # small sizes, no aot_eager,
                                         # a minute or two per operator on 2 cores
     python benchmarks/bench_compile.py --quick --only soft_sort sort_loss --no-record
     python benchmarks/bench_compile.py --device cuda                    # on a GPU
@@ -256,6 +261,18 @@ def step_fn(f, inputs, modules, backward, sync):
     return step
 
 
+BLOCK_S = 0.05   # seconds of calls per timed sample (one call where a call takes longer)
+
+
+def calls_in(fn, seconds):
+    "How many consecutive calls of `fn` take about `seconds` (at least 1)."
+    t0, calls = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds and calls < 10_000:
+        fn()
+        calls += 1
+    return max(1, calls)
+
+
 def interleaved(fns, repeats, block=1, pick=statistics.median):
     """Seconds per call of each fn (`pick`, the median by default, over the rounds), timed in
     rounds that alternate them (the order rotated from round to round)."""
@@ -352,8 +369,9 @@ def child(spec):
         fns[key] = step_fn(cf, inputs, modules, backward, sync)
     for g in fns.values():
         g()
-    times = interleaved(fns, spec["repeats"])
-    report(**{f"{k}_s": v for k, v in times.items()})
+    block = calls_in(fns["eager"], BLOCK_S)
+    times = interleaved(fns, spec["repeats"], block)
+    report(block=block, **{f"{k}_s": v for k, v in times.items()})
     try:
         validation_cost(torch, diffalg, spec, sync, report)
     except Exception as exc:                  # noqa: BLE001
@@ -409,7 +427,8 @@ def rows_of(name, spec, res):
     base = {"case": name, "operator": name, "size_name": "elements", "shape": res.get("shape"),
             "size": size_of(spec["params"]), "error": res.get("error"),
             "pass": "forward + backward" if res.get("backward", True) else "forward"}
-    keys = ("graphs", "graph_breaks", "break_reasons", "explain_error", "warmup_s", "eager_s")
+    keys = ("graphs", "graph_breaks", "break_reasons", "explain_error", "warmup_s", "eager_s",
+            "block")
     row = dict(base, comparison=COMPILE, **{k: res.get(k) for k in keys})
     for key in ("compiled", "aot_eager"):
         for part in ("fullgraph", "fullgraph_error", "compile_s", "s", "max_diff", "error"):
@@ -464,7 +483,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small sizes, 3 repeats, 5 rounds")
     ap.add_argument("--only", nargs="+", metavar="OPERATOR", help=f"of {list(OPERATORS)}")
     ap.add_argument("--repeats", type=int, default=None,
-                    help="timed calls of each side (default 10, 3 with --quick)")
+                    help="timed blocks of calls of each side (default 10, 3 with --quick)")
     ap.add_argument("--rounds", type=int, default=None,
                     help="validation cost: rounds of ~20 ms blocks (default 15, 5 with --quick)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
@@ -491,7 +510,9 @@ def main():
         cache = tempfile.mkdtemp(prefix="diffalg_inductor_")
         os.environ.update(TORCHINDUCTOR_CACHE_DIR=cache, TRITON_CACHE_DIR=f"{cache}/triton")
     what = (f"forward + backward per call (outputs summed against fixed random weights), median of "
-            f"{args.repeats}, eager and compiled alternated in a fresh process per operator")
+            f"{args.repeats} blocks of consecutive calls (about {BLOCK_S * 1e3:.0f} ms of eager "
+            "calls each, one call where a call takes longer), eager and compiled alternated in a "
+            "fresh process per operator")
     run = Run("compile", args, repeats=args.repeats, device=args.device,
               params={"rounds": args.rounds, "threads": args.threads or "torch default",
                       "fresh_inductor_cache": not args.warm_cache, "operators": names},

@@ -270,7 +270,8 @@ def history(data, comparisons=None, value="ratio", fmt="{:.2f}", cases=None, by=
         m = run["meta"]
         runs.append({"run": k, "measured (UTC)": m.get("date", "?").replace("T", " ").rstrip("Z"),
                      "sizes": "quick" if m.get("quick") else "full",
-                     "commit": m.get("commit", "?"), "CPU": m.get("cpu", "not recorded")})
+                     "commit": m.get("commit", "?"), "CPU": m.get("cpu", "not recorded"),
+                     "OMP_WAIT_POLICY": m.get("omp_wait_policy", "?")})
         df = frame(run, comparisons)
         if not len(df) or value not in df:
             continue

@@ -100,7 +100,7 @@ class _LayerChain(torch.autograd.Function):
             gw, gs = _plain_vjp(ctx, (w, start), g, plain)
             return gw, gs, None, None, None, None
         specs = ctx.specs
-        gw = torch.zeros_like(w)
+        rows = [torch.zeros_like(w[:, 0])] * w.shape[1]   # gw[:, t] of each layer, stacked below
         g = g.clone()
         for c in range(len(checkpoints) - 1, -1, -1):
             segment = ctx.order[c * ctx.every:(c + 1) * ctx.every]
@@ -113,10 +113,13 @@ class _LayerChain(torch.autograd.Function):
                     o, p = specs[t]
                     dz = z[:, o:o + 2 * p:2] - z[:, o + 1:o + 2 * p:2]
                     dg = g[:, o:o + 2 * p:2] - g[:, o + 1:o + 2 * p:2]
-                    gw[:, t, o:o + 2 * p:2] = (dg * dz).sum(-1)
+                    rows[t] = torch.zeros_like(w[:, t])
+                    rows[t][:, o:o + 2 * p:2] = (dg * dz).sum(-1)
                 else:
-                    gw[:, t] += (g * (z - z[:, partner[t]])).sum(-1)
+                    rows[t] = (g * (z - z[:, partner[t]])).sum(-1)
                 g = _apply_layer(g, t, partner, w, specs)        # M_t is symmetric
+        gw = torch.stack(rows, 1)            # not written into one (B, T, n) tensor in place:
+        # a compiled graph would copy all of it at every layer
         if ctx.start_batch == 1 and g.shape[0] != 1:
             g = g.sum(0, keepdim=True)
         return gw, g, None, None, None, None
