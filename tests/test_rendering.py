@@ -379,3 +379,29 @@ def test_same_image_as_pytorch3d_soft_silhouette_formula(sigma, device):
     # faces whose coverage is below 1e-4 at a pixel may still be counted by the tiled renderer
     assert np.abs(ours - ref).max() < 1e-3
     assert np.abs(ours - ref).mean() < 1e-5
+
+
+@pytest.mark.parametrize("renderer", ["engine", "dense"])
+def test_near_face_without_coverage_does_not_black_out_the_face_behind(renderer, device):
+    """A thin triangle in front of a square, at a small gamma: in the triangle's bounding box
+    but far from it, its coverage is 0 (or tiny), and the pixel must still show the square's
+    colour mix, never black. Red triangle, green square, no shading, composited over white: every
+    pixel's red + green is 2 - alpha, its blue 1 - alpha."""
+    from diffalg.rendering.reference import dense_rgb
+    v = torch.tensor([[-1, -1, -0.5], [1, -1, -0.5], [1, 1, -0.5], [-1, 1, -0.5],
+                      [-0.6, -0.6, 0.5], [0.6, 0.6, 0.5], [-0.55, -0.5, 0.5]],
+                     dtype=torch.float64, device=device)
+    f = torch.tensor([[0, 1, 2], [0, 2, 3], [4, 5, 6]], device=device)
+    col = torch.tensor([[0, 1, 0]] * 4 + [[1, 0, 0]] * 3, dtype=torch.float64, device=device)
+    cam = Camera(camera_position(4.0, 0.0, 0.0).to(device))
+    kw = dict(tau=0.01, gamma=1e-4, colors=col, ambient=1.0, diffuse=0.0)
+    if renderer == "engine":
+        img = render_rgb(v, f, cam, 48, **kw)
+    else:
+        kw.pop("colors")
+        img = dense_rgb(v, f, cam, 48, colors=col, **kw)
+    rgb, alpha = img[0, ..., :3], img[0, ..., 3]
+    assert bool(torch.isfinite(img).all())
+    torch.testing.assert_close(rgb[..., 0] + rgb[..., 1], 2 - alpha, atol=1e-6, rtol=0)
+    torch.testing.assert_close(rgb[..., 2], 1 - alpha, atol=1e-6, rtol=0)
+    assert float((alpha > 0.99).float().mean()) > 0.5                 # the square fills most

@@ -279,6 +279,15 @@ def _hard_tiles(tri_xy, valid, H, W, tile):
                       1 << 20, 1e12, tri_xy.dtype, tri_xy.device)[..., 0]
 
 # %% ../../nbs/04_rendering/09_how_it_is_made_fast.ipynb #7dc52302
+def _soft_depth(c, z, gamma: float, mask):
+    """SoftRas's depth weights c e^(z/gamma) (n, P, K), unnormalized, of the listed faces (mask
+    (n, K)): e^(z/gamma + log c) shifted by its largest exponent (`reference.depth_weights`)."""
+    keep = mask[:, None, :] & (c > 0)
+    lw = torch.where(keep, z / gamma + c.clamp_min(torch.finfo(c.dtype).tiny).log(),
+                     torch.full_like(z, -math.inf))
+    m = lw.amax(-1, keepdim=True).detach()
+    return torch.exp(lw - torch.where(torch.isfinite(m), m, torch.zeros_like(m)))
+
 def _rgb_tiles(tri_xy, valid, inv_depth, face_col, bg, H, W, dist, tconorm, tau, squared, gamma,
                near, far, margin, tile, chunk_elements, memory_limit, reentrant=True):
     "RGBA images (B, H, W, 4) of screen triangles with 1/depth (B, F, 3), colours (B, F, 3, 3)."
@@ -289,10 +298,7 @@ def _rgb_tiles(tri_xy, valid, inv_depth, face_col, bg, H, W, dist, tconorm, tau,
         w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)                   # clamped barycentrics
         zinv = (w * inv_depth[bidx[:, None], fi][:, None]).sum(-1)           # (n, P, K)
         z = (far - 1.0 / zinv.clamp_min(1.0 / far)) / (far - near)
-        logit = z / gamma
-        m = torch.where(mask[:, None, :], logit, torch.full_like(logit, -math.inf))
-        m = m.amax(-1, keepdim=True).detach()
-        ew = c * torch.exp(torch.where(mask[:, None, :], logit, m) - m)      # (n, P, K)
+        ew = _soft_depth(c, z, gamma, mask)                                  # (n, P, K)
         denom = ew.sum(-1, keepdim=True).clamp_min(1e-30)
         fc = face_col[bidx[:, None], fi]                                     # (n, K, 3, 3)
         pc = torch.einsum("npkj,nkjc->npkc", w, fc)                          # (n, P, K, 3)

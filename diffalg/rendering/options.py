@@ -12,7 +12,7 @@ from ..checks import check_tensor
 from .mesh import face_normals
 from .reference import coverage, signed_distance, aggregate, barycentric
 from .reference import depth_weights, pixel_centres, project_faces, _image_size
-from ._engine import _coverage, _barycentric, _tiled
+from ._engine import _coverage, _barycentric, _tiled, _soft_depth
 
 # %% ../../nbs/04_rendering/11_gendr_options.ipynb #4a6e5eb2
 def surface_texel(bary, R: int):
@@ -85,10 +85,7 @@ def _textured_tiles(tri_xy, valid, inv_depth, texels, bg, H, W, dist, tconorm, t
         w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
         zinv = (w * inv_depth[bidx[:, None], fi][:, None]).sum(-1)           # (n, P, K)
         z = (far - 1.0 / zinv.clamp_min(1.0 / far)) / (far - near)
-        logit = z / gamma
-        m = torch.where(mask[:, None, :], logit, torch.full_like(logit, -math.inf))
-        m = m.amax(-1, keepdim=True).detach()
-        ew = c * torch.exp(torch.where(mask[:, None, :], logit, m) - m)
+        ew = _soft_depth(c, z, gamma, mask)
         denom = ew.sum(-1, keepdim=True).clamp_min(1e-30)
         row = ((bidx[:, None] * F + fi) * RR)[:, None, :] + surface_texel(w.detach(), R)
         pc = texels.reshape(-1, 3)[row]                                      # (n, P, K, 3)

@@ -161,11 +161,14 @@ def barycentric(points, triangles, eps: float = 1e-30):
 
 # %% ../../nbs/04_rendering/04_soft_rasterizer.ipynb #aaf2942d
 def depth_weights(c, z, gamma: float, drawn):
-    "Soft depth weights (P, F): c e^(z/gamma) normalized over the drawn faces (SoftRas, Eq. 6)."
-    logit = torch.where(drawn, z / gamma, torch.full_like(z, -torch.inf))
-    top = logit.amax(-1, keepdim=True).detach()
+    """Soft depth weights (P, F): c e^(z/gamma) normalized over the drawn faces (SoftRas, Eq. 6),
+    as e^(z/gamma + log c) shifted by its largest exponent (faces without coverage: weight 0)."""
+    keep = drawn & (c > 0)
+    tiny = torch.finfo(c.dtype).tiny
+    lw = torch.where(keep, z / gamma + c.clamp_min(tiny).log(), torch.full_like(z, -torch.inf))
+    top = lw.amax(-1, keepdim=True).detach()
     top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    e = c * torch.exp(logit - top)
+    e = torch.exp(lw - top)
     return e / e.sum(-1, keepdim=True).clamp_min(1e-30)
 
 # %% ../../nbs/04_rendering/04_soft_rasterizer.ipynb #baa8746d
