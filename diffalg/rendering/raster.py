@@ -4,6 +4,7 @@
 __all__ = ['render_silhouette', 'hard_silhouette', 'render_rgb', 'SoftRasterizer', 'coverage_margin']
 
 # %% ../../nbs/04_rendering/05_renderer.ipynb #048d470a
+import inspect
 import torch
 from ..checks import check_tensor, check_positive, check_int, check_choice
 from ..distributions import get_distribution
@@ -201,8 +202,8 @@ class SoftRasterizer(torch.nn.Module):
     (`mode="rgb"`): distribution and `tau` (coverage F(d/tau)), t-conorm `tconorm` with parameter
     `p`, and the rest. `forward(vertices, faces, colors=None, camera=None)`: `colors` are vertex
     colours for `mode="rgb"` (per-face texels (F, R, R, 3) with `texture_type="surface"`);
-    `camera` replaces the held camera for this call. `chunk_elements`
-    None keeps each function's default.
+    `camera` replaces the held camera for this call. `chunk_elements` None keeps each function's
+    default.
     """
     def __init__(self, camera, image_size=64, tau: float = 0.01, distribution="logistic",
                  tconorm="probabilistic", p=None, squared: bool = False, eps: float = 1e-4,
@@ -222,10 +223,25 @@ class SoftRasterizer(torch.nn.Module):
         return _render_with(self.settings, vertices, faces, camera, colors)
 
     def extra_repr(self):
-        s = self.settings
-        keys = ["mode", "image_size", "tau", "distribution", "tconorm", "p", "squared", "eps"]
-        keys += ["gamma"] if s["mode"] == "rgb" else []
-        return f"camera={self.camera!r}, " + ", ".join(f"{k}={s[k]!r}" for k in keys)
+        return _settings_repr(self)
+
+# %% ../../nbs/04_rendering/05_renderer.ipynb #e7f8a9b0
+_SHOWN = ["mode", "image_size", "tau", "distribution", "tconorm", "p", "squared", "eps"]
+
+def _is_default(value, default) -> bool:
+    "Whether a setting is its default (a value of another type, e.g. a tensor, is not)."
+    try:
+        return type(value) is type(default) and bool(value == default)
+    except (RuntimeError, TypeError, ValueError):
+        return False
+
+def _settings_repr(raster) -> str:
+    "The camera and main settings of a SoftRasterizer, then every other setting not at default."
+    s = raster.settings
+    keys = _SHOWN + (["gamma"] if s["mode"] == "rgb" else [])
+    default = {k: v.default for k, v in inspect.signature(type(raster)).parameters.items()}
+    keys += [k for k in s if k not in keys and not _is_default(s[k], default.get(k))]
+    return f"camera={raster.camera!r}, " + ", ".join(f"{k}={s[k]!r}" for k in keys)
 
 # %% ../../nbs/04_rendering/05_renderer.ipynb #0c4fc18a
 def _render_with(s, vertices, faces, camera, colors=None):
