@@ -217,3 +217,22 @@ def test_fixed_thresholds_verilog_equals_eval_mode():
         want = model(pixels.float() / 255)
     sim = simulate_verilog(fixed_thresholds(model, (2, 6, 8)), pixels.flatten(1))
     assert torch.equal(sim["counts"].float() / model[-1].tau, want)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 9, 16, 25])
+def test_or_trees_take_one_or_per_input_after_the_first(n):
+    "or_tree_layers: each window's OR, with m - 1 OR gates for m inputs, in ceil(log2 m) levels."
+    from diffalg.logic.lowering import OR_GATE, or_tree_layers
+    g = torch.Generator().manual_seed(n)
+    leaves = torch.rand(40, 32, generator=g).argsort(1)[:, :n]   # distinct inputs per window
+    leaves[torch.rand(40, n, generator=g) < 0.3] = -1            # inputs on the padding
+    circuit = LogicCircuit(32, or_tree_layers(leaves))
+    x = torch.rand(70, 32, generator=g) > 0.5
+    want = torch.stack([x[:, row[row >= 0]].any(1) if (row >= 0).any() else
+                        torch.zeros(70, dtype=torch.bool) for row in leaves], 1)
+    assert torch.equal(circuit(x.float()), want)
+    m = (leaves >= 0).sum(1)                                     # inputs per window
+    ors = sum(int(((layer.gates == OR_GATE) & (layer.indices[0] != layer.indices[1])).sum())
+              for layer in circuit.layers)                       # not an OR of a bit with itself
+    assert ors == int((m - 1).clamp_min(0).sum())
+    assert len(circuit.layers) == max(1, (n - 1).bit_length())
