@@ -50,19 +50,21 @@ def ranking_problems(args):
                generator=torch.Generator().manual_seed(1))
     P = 0.98 * P + 0.01
     g_bce = (P - Q) / (P * (1 - P)) * 0.98 / Q.numel()       # d mean BCE(0.98 P + 0.01, Q) / dP
-    return [("ranking, error loss", hard_permutation, scores, -Q / Q.numel() * 5, 0.1),
-            ("ranking, BCE loss", hard_permutation, scores, g_bce, 0.1)]
+    return [("ranking, error loss", hard_permutation, scores, -Q / Q.numel() * 5, 0.1, 1),
+            ("ranking, BCE loss", hard_permutation, scores, g_bce, 0.1, 1)]
 
 
 def path_problems(args):
-    "True cost maps (B, 12, 12); squared error to the true path and overlap upstream gradients."
+    """True cost maps (B, 12, 12), each map one problem (batch_dims=1); squared error to the true
+    path and overlap upstream gradients."""
     _, costs, _ = terrain_maps(args.maps, seed=7)
     costs = costs.double()
     y = grid_shortest_path(costs)
-    mean = smooth(path_box, costs, 1.0, 1024, variance_reduction="qmc",
+    mean = smooth(path_box, costs, 1.0, 1024, variance_reduction="qmc", batch_dims=1,
                   generator=torch.Generator().manual_seed(1))
-    return [("shortest paths, squared error", path_box, costs, 2 * (mean - y) / y.numel(), 1.0),
-            ("shortest paths, overlap", path_box, costs, -y / y.numel(), 1.0)]
+    return [("shortest paths, squared error", path_box, costs, 2 * (mean - y) / y.numel(), 1.0,
+             1),
+            ("shortest paths, overlap", path_box, costs, -y / y.numel(), 1.0, 1)]
 
 
 def lopsided_object():
@@ -84,7 +86,7 @@ def pose_problems(args):
     target = f(torch.tensor([25.0, 40.0], dtype=F64))
     mean = smooth(f, starts, 5.0, 256, variance_reduction="qmc",
                   generator=torch.Generator().manual_seed(1))
-    return [("pose, squared error", f, starts, 2 * (mean - target) / mean.numel(), 5.0)]
+    return [("pose, squared error", f, starts, 2 * (mean - target) / mean.numel(), 5.0, 1)]
 
 
 def variance_rows(args):
@@ -92,12 +94,12 @@ def variance_rows(args):
     problems = ranking_problems(args) + path_problems(args)
     if not args.no_pose:
         problems += pose_problems(args)
-    for case, f, x, g, sigma in problems:
+    for case, f, x, g, sigma, batch_dims in problems:
         base = None
         for vr in REDUCTIONS:
             t0 = time.perf_counter()
             v = gradient_variance(f, x, g, sigma, args.samples, None if vr == "none" else vr,
-                                  copies=args.copies)
+                                  batch_dims=batch_dims, copies=args.copies)
             base = v if base is None else base
             rows.append({"comparison": VARIANCE, "case": case, "reduction": vr,
                          "size_name": "samples", "size": args.samples, "sigma": sigma,
@@ -129,7 +131,8 @@ def timing_rows(args):
     costs = (torch.rand(8, 12, 12) * 8 + 1).requires_grad_()
     relaxed = median_seconds(fwd_bwd(lambda c: shortest_path(c, 1.0).path, costs), args.repeats)
     for S in args.path_samples:
-        t = median_seconds(fwd_bwd(lambda c: smooth(path_box, c, 1.0, S), costs), args.repeats)
+        t = median_seconds(fwd_bwd(lambda c: smooth(path_box, c, 1.0, S, batch_dims=1), costs),
+                           args.repeats)
         rows.append({"comparison": TIMING, "task": "path, 8 maps 12 x 12", "case": f"path S={S}",
                      "size_name": "samples", "size": S, "diffalg_s": t,
                      "reference": "relax.shortest_path", "reference_s": relaxed,

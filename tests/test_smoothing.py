@@ -119,6 +119,32 @@ def _variance(vr, samples=32, copies=400, seed=0):
     return xb.grad.var(0).sum().item()
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_map_is_one_problem_with_batch_dims_1(device):
+    """f couples all cells of a (H, W) map: every output cell is 1{sum of the map > 0}. With
+    batch_dims=1 the gradient of each cell is the closed form H W phi(m / s) / s, s = sigma sqrt(HW)
+    (every output cell moves with every input cell); with the default batch_dims = x.dim() - 1
+    each row is a problem of its own and sees only its W outputs: 1/H of it."""
+    H, W, sigma = 3, 4, 0.5
+    x = torch.tensor([[0.3] * W, [-0.2] * W, [0.1] * W], dtype=torch.float64, device=device)
+    x = torch.stack([x, -x])                                       # (2, H, W): two maps
+    f = lambda z: (z.sum((-2, -1), keepdim=True) > 0).to(z.dtype).expand(z.shape)   # noqa: E731
+    s = sigma * math.sqrt(H * W)
+    m = x.sum((-2, -1))
+    pdf = torch.exp(-0.5 * (m / s) ** 2) / math.sqrt(2 * math.pi)
+    expected = (H * W * pdf / s)[:, None, None].expand(x.shape)
+    grads = {}
+    for batch_dims in (1, None):
+        xg = x.clone().requires_grad_()
+        y = smooth(f, xg, sigma, 2 ** 16, variance_reduction="loo", batch_dims=batch_dims,
+                   generator=gen(5, device))
+        y.sum().backward()
+        grads[batch_dims] = xg.grad
+    torch.testing.assert_close(grads[1], expected, atol=0.1 * expected.max().item(), rtol=0)
+    torch.testing.assert_close(grads[None], expected / H, atol=0.1 * expected.max().item() / H,
+                               rtol=0)
+
+
 @pytest.mark.parametrize("vr", ["loo", "antithetic", "qmc+antithetic"])
 def test_variance_reduction_reduces_variance(vr):
     plain = [_variance("", seed=s) for s in range(3)]

@@ -52,7 +52,8 @@ def test_smoothed_dijkstra_gradient():
     c = torch.rand(4, 5, 5, dtype=torch.float64) * 3 + 0.5
     cg = c.clone().requires_grad_()
     p = smooth(lambda z: dijkstra_path(z.clamp_min(0.1)), cg, 0.3, 32,
-               variance_reduction="qmc+antithetic", generator=torch.Generator().manual_seed(0))
+               variance_reduction="qmc+antithetic", batch_dims=1,
+               generator=torch.Generator().manual_seed(0))
     assert p.shape == c.shape and ((p >= 0) & (p <= 1)).all()
     p.sum().backward()
     assert cg.grad.shape == c.shape and torch.isfinite(cg.grad).all()

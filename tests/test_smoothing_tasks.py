@@ -91,8 +91,8 @@ def test_leave_one_out_pays_for_a_one_signed_upstream_gradient():
     costs = costs.double()
     y = grid_shortest_path(costs)
     box = lambda z: grid_shortest_path(z.clamp_min(0.1))        # noqa: E731
-    plain = gradient_variance(box, costs, -y, 1.0, 32, None, copies=60, seed=3)
-    loo = gradient_variance(box, costs, -y, 1.0, 32, "loo", copies=60, seed=4)
+    plain = gradient_variance(box, costs, -y, 1.0, 32, None, batch_dims=1, copies=60, seed=3)
+    loo = gradient_variance(box, costs, -y, 1.0, 32, "loo", batch_dims=1, copies=60, seed=4)
     assert plain / loo > 2
 
 
