@@ -1,7 +1,8 @@
 """Stochastic smoothing (chapter 7): the gradient variance of every variance reduction at equal
 samples on the book's tasks (ranking through a hard sort, shortest paths through a plain
 Bellman-Ford, camera pose through the hard rasterizer), each with the upstream gradient of its
-training loss, relative to the plain score-function estimator; and the time of one smoothed
+training loss, relative to the plain score-function estimator (for ranking and paths also the
+control variate from the chapter's relaxation, `loo+cv`); and the time of one smoothed
 forward + backward at a few sample counts next to the closed-form relaxation of the same task.
 Records benchmarks/results/smoothing.json, which nbs/07_smoothing/04_variance.ipynb reads.
 
@@ -29,6 +30,8 @@ from diffalg.smoothing.tasks import silhouette_of_pose  # noqa: E402
 from diffalg.sorting import diff_sort, permutation_targets  # noqa: E402
 
 REDUCTIONS = ["none", "loo", "antithetic", "qmc", "qmc+loo", "qmc+antithetic"]
+CONTROL = "loo+cv"          # leave-one-out on f - h, h the closed-form relaxation of the task
+SORT_CV_STEEPNESS, PATH_CV_STEEPNESS = 20.0, 8.0
 VARIANCE = "gradient variance"
 TIMING = "smoothed black box against the closed-form relaxation"
 F64 = torch.float64
@@ -36,6 +39,18 @@ F64 = torch.float64
 
 def path_box(z):
     return grid_shortest_path(z.clamp_min(0.1))
+
+
+def relaxed_path(z):
+    "The control variate of the path task: chapter 2's relaxed Bellman-Ford path, same clamp."
+    return shortest_path(z.clamp_min(0.1), PATH_CV_STEEPNESS).path
+
+
+def relaxed_permutation(z):
+    "The control variate of the ranking task: the odd-even sorting network's relaxed matrix."
+    n = z.shape[-1]
+    P = diff_sort(z.reshape(-1, n), "odd_even", SORT_CV_STEEPNESS, "cauchy").permutation
+    return P.reshape(*z.shape, n)
 
 
 def ranking_problems(args):
@@ -50,8 +65,10 @@ def ranking_problems(args):
                generator=torch.Generator().manual_seed(1))
     P = 0.98 * P + 0.01
     g_bce = (P - Q) / (P * (1 - P)) * 0.98 / Q.numel()       # d mean BCE(0.98 P + 0.01, Q) / dP
-    return [("ranking, error loss", hard_permutation, scores, -Q / Q.numel() * 5, 0.1, 1),
-            ("ranking, BCE loss", hard_permutation, scores, g_bce, 0.1, 1)]
+    return [("ranking, error loss", hard_permutation, scores, -Q / Q.numel() * 5, 0.1, 1,
+             relaxed_permutation, None),
+            ("ranking, BCE loss", hard_permutation, scores, g_bce, 0.1, 1, relaxed_permutation,
+             None)]
 
 
 def path_problems(args):
@@ -63,8 +80,8 @@ def path_problems(args):
     mean = smooth(path_box, costs, 1.0, 1024, variance_reduction="qmc", batch_dims=1,
                   generator=torch.Generator().manual_seed(1))
     return [("shortest paths, squared error", path_box, costs, 2 * (mean - y) / y.numel(), 1.0,
-             1),
-            ("shortest paths, overlap", path_box, costs, -y / y.numel(), 1.0, 1)]
+             1, relaxed_path, 2),
+            ("shortest paths, overlap", path_box, costs, -y / y.numel(), 1.0, 1, relaxed_path, 2)]
 
 
 def lopsided_object():
@@ -86,7 +103,8 @@ def pose_problems(args):
     target = f(torch.tensor([25.0, 40.0], dtype=F64))
     mean = smooth(f, starts, 5.0, 256, variance_reduction="qmc",
                   generator=torch.Generator().manual_seed(1))
-    return [("pose, squared error", f, starts, 2 * (mean - target) / mean.numel(), 5.0, 1)]
+    return [("pose, squared error", f, starts, 2 * (mean - target) / mean.numel(), 5.0, 1, None,
+             None)]
 
 
 def variance_rows(args):
@@ -94,12 +112,15 @@ def variance_rows(args):
     problems = ranking_problems(args) + path_problems(args)
     if not args.no_pose:
         problems += pose_problems(args)
-    for case, f, x, g, sigma, batch_dims in problems:
+    for case, f, x, g, sigma, batch_dims, cv, chunk in problems:
         base = None
-        for vr in REDUCTIONS:
+        for vr in REDUCTIONS + ([CONTROL] if cv is not None else []):
             t0 = time.perf_counter()
-            v = gradient_variance(f, x, g, sigma, args.samples, None if vr == "none" else vr,
-                                  batch_dims=batch_dims, copies=args.copies)
+            h = cv if vr == CONTROL else None
+            v = gradient_variance(f, x, g, sigma, args.samples, None if vr == "none" else
+                                  vr.removesuffix("+cv"), batch_dims=batch_dims,
+                                  copies=args.copies, control_variate=h,
+                                  chunk=chunk if h is not None else None)
             base = v if base is None else base
             rows.append({"comparison": VARIANCE, "case": case, "reduction": vr,
                          "size_name": "samples", "size": args.samples, "sigma": sigma,
@@ -160,7 +181,11 @@ def main():
     start = time.perf_counter()
     params = {k: getattr(args, k) for k in ("samples", "copies", "maps", "starts", "train_steps",
                                             "sort_samples", "path_samples")}
-    params["reductions"] = REDUCTIONS
+    params["reductions"] = REDUCTIONS + [CONTROL]
+    params["control_variates"] = {"ranking": f"diff_sort odd_even cauchy, steepness "
+                                             f"{SORT_CV_STEEPNESS}",
+                                  "shortest paths": f"relax.shortest_path, steepness "
+                                                    f"{PATH_CV_STEEPNESS}"}
     run = Run("smoothing", args, repeats=args.repeats, params=params, comparisons={
         VARIANCE: {"what": f"total variance of g^T J over {args.copies} estimates of "
                            f"{args.samples} samples each", "size": "samples",

@@ -216,3 +216,64 @@ def test_bad_input():
         smooth(sort_values, x, 0.1, generator=0)
     with pytest.raises(ValueError, match="`sigma` must be finite and > 0"):
         Smoothed(sort_values, 0.0)
+
+
+# --- the control variate: a differentiable relative h of f (REBAR / RELAX with a relaxation) ---
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("vr", ["", "loo", "antithetic", "qmc+loo"])
+def test_control_variate_equal_to_f_is_exact_for_linear_f(vr, device):
+    A = torch.randn(5, 3, dtype=torch.float64, generator=gen(0)).to(device)
+    lin = lambda z: z @ A                                                 # noqa: E731
+    x = torch.randn(4, 5, dtype=torch.float64, generator=gen(1)).to(device)
+    xg = x.clone().requires_grad_()
+    y = smooth(lin, xg, 0.3, 8, variance_reduction=vr or None, control_variate=lin,
+               generator=gen(2, device))
+    y.backward(torch.ones(4, 3, dtype=torch.float64, device=device))
+    torch.testing.assert_close(xg.grad, A.sum(1).expand(4, 5))
+    assert torch.equal(xg.detach(), x)                                     # input untouched
+
+
+@pytest.mark.parametrize("name", ["gaussian", "logistic", "cauchy"])
+def test_control_variate_keeps_the_expected_step_the_density(name):
+    # E[step(x + sigma e)] has derivative mu(x / sigma) / sigma whatever the control variate
+    sigma, x = 0.5, torch.tensor([-0.4, 0.0, 0.3], dtype=torch.float64)
+    soft = lambda z: torch.sigmoid(z / 0.2)                               # noqa: E731
+    xg = x.clone().requires_grad_()
+    smooth(step, xg, sigma, 2 ** 14, name, "qmc+loo", batch_dims=1, generator=gen(0),
+           control_variate=soft).sum().backward()
+    expected = get_distribution(name).pdf(x / sigma) / sigma
+    torch.testing.assert_close(xg.grad, expected, atol=0.03, rtol=0)
+
+
+def test_control_variate_reduces_the_variance_of_a_quantizer():
+    quant = lambda z: torch.floor(4 * z) / 4                              # noqa: E731
+    x = torch.tensor([-0.4, 0.0, 0.3], dtype=torch.float64)
+    for seed in range(3):
+        grads = []
+        for h in (None, lambda z: z):
+            xb = x.expand(300, 3).clone().requires_grad_()
+            smooth(quant, xb, 0.5, 32, control_variate=h, batch_dims=2,
+                   generator=gen(seed)).sum().backward()
+            grads.append(xb.grad)
+        torch.testing.assert_close(grads[1].mean(0), torch.ones(3, dtype=torch.float64),
+                                   atol=0.02, rtol=0)
+        assert grads[1].var(0).sum() < grads[0].var(0).sum() / 20
+
+
+def test_control_variate_float32_module_and_bad_input():
+    x = torch.randn(3, 4, requires_grad=True)
+    soft_sort = lambda z: (z.unsqueeze(-1) - z.unsqueeze(-2)).sigmoid().sum(-2)   # noqa: E731
+    m = Smoothed(lambda z: z.argsort(-1).argsort(-1), 0.2, 16, control_variate=soft_sort)
+    m(x, gen(0)).sum().backward()
+    assert x.grad.dtype == torch.float32 and torch.isfinite(x.grad).all()
+    with pytest.raises(TypeError, match="`control_variate` must be None or a callable"):
+        smooth(sort_values, x, 0.1, control_variate="relaxed")
+    with pytest.raises(ValueError, match="`control_variate` needs a differentiable density"):
+        smooth(sort_values, x, 0.1, distribution="laplace", control_variate=sort_values)
+    with pytest.raises(ValueError, match="`control_variate` needs a differentiable density"):
+        smooth(sort_values, x, 0.1, second_order=True, control_variate=sort_values)
+    with pytest.raises(ValueError, match="`control_variate` must return the shape"):
+        smooth(sort_values, x, 0.1, control_variate=lambda z: z[..., :1]).sum().backward()
+    with pytest.raises(TypeError, match="`control_variate` must be differentiable"):
+        smooth(sort_values, x, 0.1, control_variate=lambda z: z.detach() * 2).sum().backward()

@@ -96,9 +96,26 @@ def test_leave_one_out_pays_for_a_one_signed_upstream_gradient():
     assert plain / loo > 2
 
 
+def test_relaxed_path_as_control_variate_for_the_squared_error():
+    # the mixed-sign case where no baseline pays; the relaxed Bellman-Ford follows the paths
+    _, costs, _ = terrain_maps(1, seed=2)
+    costs = costs.double()
+    y = grid_shortest_path(costs)
+    box = lambda z: grid_shortest_path(z.clamp_min(0.1))                  # noqa: E731
+    relaxed = lambda z: shortest_path(z.clamp_min(0.1), 8.0).path         # noqa: E731
+    mean = box(costs + torch.randn(512, *costs.shape, dtype=torch.float64, generator=gen(0)))
+    g = 2 * (mean.mean(0) - y)
+    plain = gradient_variance(box, costs, g, 1.0, 16, None, batch_dims=1, copies=12, seed=1)
+    cv = gradient_variance(box, costs, g, 1.0, 16, "loo", batch_dims=1, copies=12, seed=2,
+                           control_variate=relaxed, chunk=6)
+    assert plain / cv > 3, plain / cv
+
+
 def test_gradient_variance_bad_input():
     x, g = torch.zeros(3), torch.ones(3)
     with pytest.raises(ValueError, match="`copies` must be >= 2"):
         gradient_variance(step, x, g, 0.5, 8, copies=1)
+    with pytest.raises(ValueError, match="`chunk` must be >= 1"):
+        gradient_variance(step, x, g, 0.5, 8, copies=4, chunk=0)
     with pytest.raises(ValueError, match="`sigma`"):
         gradient_variance(step, x, g, 0.0, 8)

@@ -35,7 +35,7 @@ def _parse_reductions(variance_reduction):
 
 # %% ../../nbs/07_smoothing/02_smooth.ipynb #3b1f7c21
 def _check_options(sigma, samples, distribution, variance_reduction, estimator,
-                   second_order=False):
+                   second_order=False, control_variate=None):
     "Validate the options of `smooth`; return (distribution name, set of reductions)."
     check_positive(sigma, "sigma", allow_tensor=False)
     samples = check_int(samples, "samples", minimum=1)
@@ -52,6 +52,12 @@ def _check_options(sigma, samples, distribution, variance_reduction, estimator,
     if second_order and name not in SECOND_ORDER:
         raise ValueError(f"`second_order=True` needs a twice differentiable density with full "
                          f"support {SECOND_ORDER}, got {name!r}")
+    if control_variate is not None and not callable(control_variate):
+        raise TypeError(f"`control_variate` must be None or a callable, "
+                        f"got {type(control_variate).__name__}")
+    if control_variate is not None and (name not in CLASSICAL or second_order):
+        raise ValueError(f"`control_variate` needs a differentiable density with full support "
+                         f"{CLASSICAL} and second_order=False, got {name!r}")
     reductions = _parse_reductions(variance_reduction)
     if "loo" in reductions and samples < 2:
         raise ValueError(f"`samples` must be >= 2 for the leave-one-out baseline, got {samples}")
@@ -98,9 +104,10 @@ def _evaluate(f, z, samples, batch_shape):
 # %% ../../nbs/07_smoothing/02_smooth.ipynb #ab2d3819
 class _Plan:
     "Everything `smooth` decided before running: f, sigma, noise, reductions, batch split."
-    def __init__(self, f, sigma, samples, name, reductions, batch_dims, generator):
+    def __init__(self, f, sigma, samples, name, reductions, batch_dims, generator, h=None):
         self.f, self.sigma, self.samples, self.name = f, float(sigma), samples, name
         self.reductions, self.batch_dims, self.generator = reductions, batch_dims, generator
+        self.h = h                                    # the control variate (section below)
 
     def contract(self, g, y):
         "<g, y_s> per sample and problem: (S, *batch)."
@@ -115,9 +122,13 @@ class _Plan:
 
     def vjp(self, x, e, ys, g):
         "Score-function gradient of <g, E f(x + sigma e)> with respect to x."
+        pathwise = 0
+        if self.h is not None:                       # score term of f - h, plus E[grad h]
+            hs, pathwise = self.control(x, e, g, ys.shape)
+            ys = ys - hs
         w = self.contract(g, self.centred(ys))                       # (S, *batch)
         w = w.reshape(*w.shape, *([1] * (x.dim() - self.batch_dims)))
-        grad = (w * score(e, self.name)).sum(0) / (self.samples * self.sigma)
+        grad = (w * score(e, self.name)).sum(0) / (self.samples * self.sigma) + pathwise
         if self.name == "uniform":
             grad = grad + self.boundary(x, e, g)
         return grad
@@ -168,9 +179,28 @@ class _SmoothTwice(_Smooth):
         x, e, ys = ctx.saved_tensors
         return SmoothedGradient.apply(x, g, e, ys, ctx.plan), None
 
+# %% ../../nbs/07_smoothing/02_smooth.ipynb #e2f8b1c4
+def _control(self, x, e, g, shape):
+    """The control variate at the forward's points: h's outputs (S, *batch, ...), detached, and
+    mean_s grad_x <g, h(x + sigma e_s)> by autograd."""
+    z = (x.detach().unsqueeze(0) + self.sigma * e).requires_grad_()
+    with torch.enable_grad():
+        hs = _evaluate(self.h, z, self.samples, x.shape[:self.batch_dims])
+        if hs.shape != shape:
+            raise ValueError(f"`control_variate` must return the shape of f's outputs "
+                             f"{tuple(shape)}, got {tuple(hs.shape)}")
+        if not hs.requires_grad:
+            raise TypeError("`control_variate` must be differentiable: its output has no "
+                            "autograd graph (a black box cannot be its own control variate)")
+        grad = torch.autograd.grad((g.unsqueeze(0) * hs).sum(), z)[0]
+    return hs.detach(), grad.mean(0)
+
+_Plan.control = _control
+
 # %% ../../nbs/07_smoothing/02_smooth.ipynb #51072b55
 def smooth(f, x, sigma, samples=64, distribution="gaussian", variance_reduction="loo",
-           estimator="generalized", batch_dims=None, generator=None, second_order=False):
+           estimator="generalized", batch_dims=None, generator=None, second_order=False,
+           control_variate=None):
     '''>>> y = smooth(lambda z: torch.sort(z).values, scores, sigma=0.1, samples=64)
     >>> y.sum().backward()                       # scores.grad: a score-function estimate
 
@@ -181,17 +211,19 @@ def smooth(f, x, sigma, samples=64, distribution="gaussian", variance_reduction=
     'generalized' (any density of reference.NOISE) or 'score' (Gaussian, logistic, Cauchy only);
     `generator` seeds the noise, which forward and backward share; `second_order=True`
     (Gaussian, logistic, Cauchy) makes the gradient differentiable again, by the second-order
-    estimator on the same samples (Hessians, Newton losses).'''
+    estimator on the same samples (Hessians, Newton losses); `control_variate`: a differentiable
+    relative h of f (same input and output shapes), whose score term is subtracted and whose
+    expected gradient is added by autograd (Gaussian, logistic, Cauchy).'''
     if not callable(f):
         raise TypeError(f"`f` must be callable, got {type(f).__name__}")
     check_tensor(x, "x")
     name, reductions = _check_options(sigma, samples, distribution, variance_reduction,
-                                      estimator, second_order)
+                                      estimator, second_order, control_variate)
     nb = x.dim() - 1 if batch_dims is None else check_int(batch_dims, "batch_dims", minimum=0,
                                                              maximum=x.dim())
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"`generator` must be a torch.Generator, got {type(generator).__name__}")
-    plan = _Plan(f, sigma, samples, name, reductions, max(nb, 0), generator)
+    plan = _Plan(f, sigma, samples, name, reductions, max(nb, 0), generator, control_variate)
     return (_SmoothTwice if second_order else _Smooth).apply(x, plan)
 
 # %% ../../nbs/07_smoothing/02_smooth.ipynb #0a797b07
@@ -201,19 +233,22 @@ class Smoothed(torch.nn.Module):
 
     `smooth(f, x, ...)` as a module that holds `f` and the options (checked here, once).'''
     def __init__(self, f, sigma, samples=64, distribution="gaussian", variance_reduction="loo",
-                 estimator="generalized", batch_dims=None, second_order=False):
+                 estimator="generalized", batch_dims=None, second_order=False,
+                 control_variate=None):
         super().__init__()
         if not callable(f):
             raise TypeError(f"`f` must be callable, got {type(f).__name__}")
-        _check_options(sigma, samples, distribution, variance_reduction, estimator, second_order)
+        _check_options(sigma, samples, distribution, variance_reduction, estimator, second_order,
+                       control_variate)
         self.f, self.sigma, self.samples, self.distribution = f, sigma, samples, distribution
         self.variance_reduction, self.estimator = variance_reduction, estimator
         self.batch_dims, self.second_order = batch_dims, second_order
+        self.control_variate = control_variate
 
     def forward(self, x, generator=None):
         return smooth(self.f, x, self.sigma, self.samples, self.distribution,
                       self.variance_reduction, self.estimator, self.batch_dims, generator,
-                      self.second_order)
+                      self.second_order, self.control_variate)
 
     def extra_repr(self):
         return (f"sigma={self.sigma}, samples={self.samples}, distribution={self.distribution!r}, "

@@ -64,14 +64,21 @@ def silhouette_of_pose(vertices, faces, distance=4.5, image_size=32):
 
 # %% ../../nbs/07_smoothing/04_variance.ipynb #d54be745
 def gradient_variance(f, x, g, sigma, samples, variance_reduction=None, distribution="gaussian",
-                      batch_dims=None, copies=100, seed=0):
+                      batch_dims=None, copies=100, seed=0, control_variate=None, chunk=None):
     """Total variance sum_i Var[(g^T J)_i] of the smoothed gradient of `f` at `x` with upstream
-    gradient `g` (the shape of f's output), over `copies` independent estimates."""
+    gradient `g` (the shape of f's output), over `copies` independent estimates, drawn `chunk`
+    copies per call of `smooth` (default: all at once)."""
     check_tensor(x, "x")
     copies = check_int(copies, "copies", minimum=2)
+    chunk = copies if chunk is None else check_int(chunk, "chunk", minimum=1)
     nb = x.dim() - 1 if batch_dims is None else check_int(batch_dims, "batch_dims", minimum=0)
-    xb = x.detach().expand(copies, *x.shape).clone().requires_grad_()
-    y = smooth(f, xb, sigma, samples, distribution, variance_reduction, batch_dims=1 + nb,
-               generator=torch.Generator(device=x.device).manual_seed(seed))
-    y.backward(g.expand(copies, *g.shape))
-    return xb.grad.var(0).sum().item()
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    grads = []
+    for start in range(0, copies, chunk):
+        n = min(chunk, copies - start)
+        xb = x.detach().expand(n, *x.shape).clone().requires_grad_()
+        y = smooth(f, xb, sigma, samples, distribution, variance_reduction, batch_dims=1 + nb,
+                   generator=generator, control_variate=control_variate)
+        y.backward(g.expand(n, *g.shape))
+        grads.append(xb.grad)
+    return torch.cat(grads).var(0).sum().item()
