@@ -1,6 +1,9 @@
 """Tests of the compiled network pass (diffalg.sorting._kernel, _kernel_ops) against the PyTorch
 in-place path and the out-of-place layer path."""
 import contextlib
+import subprocess
+import sys
+import tempfile
 import warnings
 
 import pytest
@@ -104,14 +107,44 @@ def restored_threads():
 
 
 def on_threads(monkeypatch, fn):
-    "fn() on one thread (no split), then split over 2 and over 3 threads; the three results."
+    """fn() on one thread (no split), then split over 2 and over 3 threads, on OpenMP threads (where
+    the library has them) and on Python threads; the results."""
     out = []
+    lib = sc.compiled_library()
     with restored_threads():
         for n_threads, threshold in ((1, 2 ** 62), (2, 1), (3, 1)):
-            torch.set_num_threads(n_threads)
-            monkeypatch.setattr(sc, "_THREADED_MIN", threshold)
-            out.append(fn())
+            for openmp in sorted({lib.openmp, False}):
+                torch.set_num_threads(n_threads)
+                monkeypatch.setattr(sc, "_THREADED_MIN", threshold)
+                monkeypatch.setattr(lib, "openmp", openmp)
+                out.append(fn())
     return out
+
+
+def openmp_compiles():
+    "Whether the C compiler builds and links a program with -fopenmp."
+    with tempfile.TemporaryDirectory() as d:
+        with open(f"{d}/t.c", "w") as f:
+            f.write("#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n")
+        cmd = [sc.find_c_compiler(), "-fopenmp", "-o", f"{d}/t", f"{d}/t.c"]
+        return subprocess.run(cmd, capture_output=True).returncode == 0
+
+
+def test_library_has_openmp_where_the_compiler_has_it():
+    """The jobs run on OpenMP threads wherever the compiler supports -fopenmp, and the library
+    then shares PyTorch's OpenMP runtime where that is libgomp (the Linux wheels)."""
+    lib = sc.compiled_library()
+    assert lib.openmp == openmp_compiles()
+    torch_gomp = False
+    if sys.platform == "linux":
+        with open("/proc/self/maps") as f:
+            torch_gomp = any("/torch/lib/libgomp" in line for line in f)
+    if lib.openmp and torch_gomp:
+        # one runtime: the thread count that PyTorch sets is the one the kernel's OpenMP reads
+        with restored_threads():
+            for k in (1, 3, 2):
+                torch.set_num_threads(k)
+                assert lib.openmp_threads() == k
 
 
 def test_rows_split_over_threads_give_identical_results(monkeypatch):

@@ -66,6 +66,47 @@ def compiled_pass(mode: str):
     finally:
         _STATE["mode"] = previous
 
+# %% ../../nbs/03_sorting/16_kernel_build.ipynb #2063e0d5
+_JOBS_SOURCE = r"""
+#ifdef _OPENMP
+#include <omp.h>
+int openmp_built(void) { return 1; }
+int openmp_threads(void) { return omp_get_max_threads(); }   /* the runtime's thread count */
+#else
+int openmp_built(void) { return 0; } int openmp_threads(void) { return 1; }
+#endif
+/* job j of the table jb (2, 4 or 5 values a job) on one thread of an OpenMP team */
+#define EACH_JOB _Pragma("omp parallel for num_threads(nj) schedule(static, 1)") \
+    for (int64_t j = 0; j < nj; j++)
+#define DEFINE_JOBS(T, S)                                                                       \
+void forward_jobs_##S(const int64_t *jb, int64_t nj, const int64_t *prog, int64_t nsteps,         \
+                      const int8_t *signs, const uint8_t *idle, const T *x, T *out, T *W,         \
+                      int64_t n, int64_t N, int64_t R, int64_t depth, T steep) {                  \
+    EACH_JOB forward_##S(prog, nsteps, signs, idle, x, out, W, jb[2 * j], jb[2 * j + 1], n, N,    \
+                         R, depth, steep);                                                        \
+}                                                                                                 \
+void backward_jobs_##S(const int64_t *jb, int64_t nj, const int64_t *prog, int64_t nsteps,        \
+                       const int8_t *signs, const uint8_t *idle, const T *x, const T *g,          \
+                       const T *gw, T *gx, int64_t n, int64_t N, int64_t R, int64_t depth,        \
+                       int64_t L, T steep) {                                                      \
+    EACH_JOB backward_##S(prog, nsteps, signs, idle, x, g, gw, gx, jb[2 * j], jb[2 * j + 1], n,   \
+                          N, R, depth, L, steep);                                                 \
+}                                                                                                 \
+void matrix_forward_jobs_##S(const int64_t *jb, int64_t nj, const int64_t *lo, const int64_t *hi, \
+                             const int64_t *off, int64_t T_, int64_t n, const T *w, T *P) {       \
+    EACH_JOB matrix_forward_##S(lo, hi, off, T_, n, w, P, jb[4 * j], jb[4 * j + 1],               \
+                                jb[4 * j + 2], jb[4 * j + 3]);                                    \
+}                                                                                                 \
+void matrix_backward_jobs_##S(const int64_t *jb, int64_t nj, const int64_t *lo, /* 5th: buffer */\
+                              const int64_t *hi, const int64_t *off, int64_t T_, int64_t n,       \
+                              const T *w, const T *G, T *gw, int64_t K) {                         \
+    EACH_JOB matrix_backward_##S(lo, hi, off, T_, n, w, G, gw + jb[5 * j + 4], K, jb[5 * j],      \
+                                 jb[5 * j + 1], jb[5 * j + 2], jb[5 * j + 3]);                    \
+}
+DEFINE_JOBS(float, f32) DEFINE_JOBS(double, f64)
+"""
+_LIBRARY_SOURCE = KERNEL_SOURCE + _JOBS_SOURCE
+
 # %% ../../nbs/03_sorting/16_kernel_build.ipynb #118abd18
 def _cache_dir():
     """Folder for the built library: $DIFFALG_CACHE, else $XDG_CACHE_HOME/diffalg or
@@ -93,27 +134,31 @@ def _machine_key():
     return f"{platform.machine()} {flags}"
 
 def _load(so_path):
-    "Load the library and declare its functions' argument types."
+    """Load the library and declare its functions' argument types: each kernel function and its
+    `_jobs` entry point, which takes a table of jobs and their number instead of one job's values
+    (marked J)."""
     lib = ctypes.CDLL(so_path)
-    P, I = ctypes.c_void_p, ctypes.c_int64
+    P, I, J = ctypes.c_void_p, ctypes.c_int64, None
     for name, T in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
-        fwd, bwd = getattr(lib, "forward_" + name), getattr(lib, "backward_" + name)
-        fwd.argtypes = [P, I, P, P, P, P, P, I, I, I, I, I, I, T]
-        bwd.argtypes = [P, I, P, P, P, P, P, P, I, I, I, I, I, I, I, T]
-        mf, mb = getattr(lib, "matrix_forward_" + name), getattr(lib, "matrix_backward_" + name)
-        mf.argtypes = [P, P, P, I, I, P, P, I, I, I, I]
-        mb.argtypes = [P, P, P, I, I, P, P, P, I, I, I, I, I]
-        fwd.restype = bwd.restype = mf.restype = mb.restype = None
+        for fn, args in (("forward", [P, I, P, P, P, P, P, J, J, I, I, I, I, T]),
+                         ("backward", [P, I, P, P, P, P, P, P, J, J, I, I, I, I, I, T]),
+                         ("matrix_forward", [P, P, P, I, I, P, P, J, J, J, J]),
+                         ("matrix_backward", [P, P, P, I, I, P, P, P, I, J, J, J, J])):
+            one, jobs = getattr(lib, f"{fn}_{name}"), getattr(lib, f"{fn}_jobs_{name}")
+            one.argtypes = [I if a is J else a for a in args]
+            jobs.argtypes = [P, I] + [a for a in args if a is not J]
+            one.restype = jobs.restype = None
+    lib.openmp = bool(lib.openmp_built())
     return lib
 
 # %% ../../nbs/03_sorting/16_kernel_build.ipynb #f0ea1cb1
 def _library_name(cc):
     "File name of the library built by compiler `cc`: a hash of the source, compiler, machine."
-    key = "\n".join([KERNEL_SOURCE, os.path.realpath(cc), _machine_key()])
+    key = "\n".join([_LIBRARY_SOURCE, os.path.realpath(cc), _machine_key()])
     return f"network_pass_{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
 
 def _build():
-    "Build (or find in the cache) and load the kernel library."
+    "Build (or find in the cache) and load the kernel library, with OpenMP where it builds."
     cc = find_c_compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set $CC or install cc/gcc/clang)")
@@ -126,7 +171,10 @@ def _build():
             pass
     tmp = f"{so_path[:-3]}.{os.getpid()}.{threading.get_ident()}.so"
     try:
-        build_shared_library(KERNEL_SOURCE, tmp, cc)
+        try:
+            build_shared_library(_LIBRARY_SOURCE, tmp, cc, flags=("-O3", "-fopenmp"))
+        except RuntimeError:      # no OpenMP with this compiler: Python threads split calls
+            build_shared_library(_LIBRARY_SOURCE, tmp, cc)
         os.replace(tmp, so_path)  # atomic: other processes see the old file or the new one
     finally:
         for leftover in (tmp, tmp[:-3] + ".c"):
@@ -213,11 +261,11 @@ def _run_jobs(run, jobs):
     for t in threads:
         t.join()
 
-def _split_rows(run, B, work):
-    """run(r0, r1) over B rows, on up to torch.get_num_threads() threads
-    when `work` (comparators) pays for starting them."""
+def _row_jobs(B, work):
+    """Row ranges (r0, r1), one per thread (up to torch.get_num_threads()) when `work`
+    (comparators) pays for waking threads, else one."""
     k = min(torch.get_num_threads(), B) if work >= _THREADED_MIN else 1
-    _run_jobs(run, [(B * i // k, B * (i + 1) // k) for i in range(k)])
+    return [(B * i // k, B * (i + 1) // k) for i in range(k)]
 
 def _matrix_jobs(B, n, work):
     """Row and tile ranges (b0, b1, k0, k1), one per thread: whole batch rows
@@ -230,3 +278,17 @@ def _matrix_jobs(B, n, work):
     return [(b, b + 1, tiles * i // per, tiles * (i + 1) // per)
             for b in range(B) for i in range(per)
             if tiles * i // per < tiles * (i + 1) // per]
+
+# %% ../../nbs/03_sorting/16_kernel_build.ipynb #7ce6205b
+def _launch(lib, entry, jobs, *args):
+    """Call the library's `_jobs` function `entry` for the list of jobs (tuples of ints) with the
+    other arguments `args`: once, on OpenMP threads, where the library has them; else once per job,
+    each on its own Python thread."""
+    width = len(jobs[0])
+    table = (ctypes.c_int64 * (width * len(jobs)))(*(v for job in jobs for v in job))
+    fn = getattr(lib, entry)
+    if lib.openmp or len(jobs) == 1:
+        fn(table, len(jobs), *args)
+    else:
+        start = ctypes.addressof(table)
+        _run_jobs(lambda i: fn(start + 8 * width * i, 1, *args), [(i,) for i in range(len(jobs))])

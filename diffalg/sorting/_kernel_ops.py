@@ -11,8 +11,7 @@ from ..checks import check_positive, check_tensor
 from ..distributions import Cauchy
 from .networks import SortingNetwork
 from ._plan import _plan_layers, _values_plan, _weights_layout
-from ._kernel import _library_or_raise, _split_rows
-from ._kernel import _run_jobs, _matrix_jobs
+from ._kernel import _library_or_raise, _launch, _row_jobs, _matrix_jobs
 from ._kernel_source import _TILE
 from ._engine_matrix import _chain_plain, _plain_vjp
 from ._engine_values import _network_values
@@ -69,6 +68,8 @@ def _program(network):
     return network._kernel_program
 
 # %% ../../nbs/03_sorting/17_kernel_calls.ipynb #4d43168d
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}   # the kernel's functions by dtype
+
 def _pass_setup(x, network, steepness):
     "The checked, contiguous rows x, the library and the network's program."
     _checked_network(network, plan=True)
@@ -84,13 +85,11 @@ def network_pass(x, network, steepness: float, weights: bool = False):
     B, n = x.shape
     out = torch.empty_like(x)
     W = torch.ones(B, network.depth, N, dtype=x.dtype) if weights else None
-    fn = lib.forward_f32 if x.dtype == torch.float32 else lib.forward_f64
-    def run(r0, r1):
-        fn(prog.data_ptr(), len(prog), signs.data_ptr(), idle.data_ptr(), x.data_ptr(),
-           out.data_ptr(), None if W is None else W.data_ptr(), r0, r1, n, N, R, network.depth,
-           float(steepness))
     if B:
-        _split_rows(run, B, B * L * N // 2)
+        _launch(lib, "forward_jobs_" + _SUFFIX[x.dtype], _row_jobs(B, B * L * N // 2),
+                prog.data_ptr(), len(prog), signs.data_ptr(), idle.data_ptr(), x.data_ptr(),
+                out.data_ptr(), None if W is None else W.data_ptr(), n, N, R, network.depth,
+                float(steepness))
     return out, W
 
 def network_pass_backward(x, network, steepness: float, g=None, gw=None):
@@ -104,13 +103,11 @@ def network_pass_backward(x, network, steepness: float, g=None, gw=None):
     if gw is not None:
         gw = _checked(gw, "gw", (B, network.depth, N)).detach().to(x.dtype).contiguous()
     gx = torch.empty_like(x)
-    fn = lib.backward_f32 if x.dtype == torch.float32 else lib.backward_f64
-    def run(r0, r1):
-        fn(prog.data_ptr(), len(prog), signs.data_ptr(), idle.data_ptr(), x.data_ptr(),
-           None if g is None else g.data_ptr(), None if gw is None else gw.data_ptr(),
-           gx.data_ptr(), r0, r1, n, N, R, network.depth, L, float(steepness))
     if B:
-        _split_rows(run, B, 2 * B * L * N // 2)
+        _launch(lib, "backward_jobs_" + _SUFFIX[x.dtype], _row_jobs(B, 2 * B * L * N // 2),
+                prog.data_ptr(), len(prog), signs.data_ptr(), idle.data_ptr(), x.data_ptr(),
+                None if g is None else g.data_ptr(), None if gw is None else gw.data_ptr(),
+                gx.data_ptr(), n, N, R, network.depth, L, float(steepness))
     return gx
 
 # %% ../../nbs/03_sorting/17_kernel_calls.ipynb #9930bbb8
@@ -194,12 +191,10 @@ def _matrix_forward(w, network):
     wc = w.contiguous()
     B, T, n = w.shape
     P = w.new_empty(B, n, n)
-    fn = lib.matrix_forward_f32 if w.dtype == torch.float32 else lib.matrix_forward_f64
-    def run(b0, b1, k0, k1):
-        fn(lo.data_ptr(), hi.data_ptr(), off.data_ptr(), T, n, wc.data_ptr(), P.data_ptr(),
-           b0, b1, k0, k1)
     if B:
-        _run_jobs(run, _matrix_jobs(B, n, B * int(off[-1]) * min(n, _TILE)))
+        _launch(lib, "matrix_forward_jobs_" + _SUFFIX[w.dtype],
+                _matrix_jobs(B, n, B * int(off[-1]) * min(n, _TILE)),
+                lo.data_ptr(), hi.data_ptr(), off.data_ptr(), T, n, wc.data_ptr(), P.data_ptr())
     return P
 
 def _matrix_grad(w, g, network):
@@ -210,18 +205,16 @@ def _matrix_grad(w, g, network):
     g, wc = g.to(w.dtype).contiguous(), w.contiguous()
     per_layer = int((off[1:] - off[:-1]).max()) if T else 1
     K = max(1, min(T, _SEGMENT_BYTES // (_TILE * w.element_size() * max(per_layer, 1))))
-    fn = lib.matrix_backward_f32 if w.dtype == torch.float32 else lib.matrix_backward_f64
     jobs = _matrix_jobs(B, n, B * int(off[-1]) * min(n, _TILE)) if B else []
     tiles = -(-n // _TILE)
     whole_rows = all(k1 - k0 == tiles for _, _, k0, k1 in jobs)   # disjoint rows: one buffer
-    parts = [torch.zeros(B, T, n, dtype=w.dtype) for _ in (jobs[:1] if whole_rows else jobs)]
-    parts = parts or [torch.zeros(B, T, n, dtype=w.dtype)]
-    def run(b0, b1, k0, k1, part):           # threads on the same rows: their own buffers
-        fn(lo.data_ptr(), hi.data_ptr(), off.data_ptr(), T, n, wc.data_ptr(), g.data_ptr(),
-           parts[part].data_ptr(), K, b0, b1, k0, k1)
-    if jobs:
-        _run_jobs(run, [(*job, 0 if whole_rows else i) for i, job in enumerate(jobs)])
-    return parts[0] if len(parts) == 1 else torch.stack(parts).sum(0)
+    parts = torch.zeros(1 if whole_rows else len(jobs), B, T, n, dtype=w.dtype)
+    if jobs:                                 # jobs on the same rows: their own buffers
+        _launch(lib, "matrix_backward_jobs_" + _SUFFIX[w.dtype],
+                [(*job, 0 if whole_rows else i * B * T * n) for i, job in enumerate(jobs)],
+                lo.data_ptr(), hi.data_ptr(), off.data_ptr(), T, n, wc.data_ptr(), g.data_ptr(),
+                parts.data_ptr(), K)
+    return parts[0] if len(parts) == 1 else parts.sum(0)
 
 # %% ../../nbs/03_sorting/17_kernel_calls.ipynb #114e81fd
 def _matrix_vjp(ctx, network, g, kernel_grad):
