@@ -1,6 +1,8 @@
 """Tests of the compiled network pass (diffalg.sorting._kernel, _kernel_ops) against the PyTorch
 in-place path and the out-of-place layer path."""
 import contextlib
+import multiprocessing
+import os
 import subprocess
 import sys
 import tempfile
@@ -145,6 +147,33 @@ def test_library_has_openmp_where_the_compiler_has_it():
             for k in (1, 3, 2):
                 torch.set_num_threads(k)
                 assert lib.openmp_threads() == k
+
+
+def _sort_in_child(x, queue):
+    queue.put(soft_sort(x, "bitonic").tolist())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_splits_its_calls_over_python_threads():
+    """libgomp's threads do not survive a fork: a child of a process whose kernel calls ran on
+    OpenMP threads must not enter an OpenMP region (it would wait for ever). It runs the jobs on
+    Python threads, with the same result."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 256)
+    with restored_threads():
+        torch.set_num_threads(2)
+        ours = soft_sort(x, "bitonic")            # two jobs: on OpenMP threads where built so
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_sort_in_child, args=(x, queue))
+        child.start()
+        try:
+            theirs = queue.get(timeout=60)
+        finally:
+            child.join(5)
+            if child.is_alive():
+                child.kill()
+    assert torch.equal(torch.tensor(theirs), ours)
 
 
 def test_rows_split_over_threads_give_identical_results(monkeypatch):

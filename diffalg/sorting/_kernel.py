@@ -66,8 +66,8 @@ def compiled_pass(mode: str):
     finally:
         _STATE["mode"] = previous
 
-# %% ../../nbs/03_sorting/16_kernel_build.ipynb #2063e0d5
-_JOBS_SOURCE = r"""
+# %% ../../nbs/03_sorting/16_kernel_build.ipynb #c03e1aa5
+_OPENMP_SOURCE = r"""
 #ifdef _OPENMP
 #include <omp.h>
 int openmp_built(void) { return 1; }
@@ -75,37 +75,43 @@ int openmp_threads(void) { return omp_get_max_threads(); }   /* the runtime's th
 #else
 int openmp_built(void) { return 0; } int openmp_threads(void) { return 1; }
 #endif
-/* job j of the table jb (2, 4 or 5 values a job) on one thread of an OpenMP team */
-#define EACH_JOB _Pragma("omp parallel for num_threads(nj) schedule(static, 1)") \
-    for (int64_t j = 0; j < nj; j++)
+"""
+
+# %% ../../nbs/03_sorting/16_kernel_build.ipynb #2063e0d5
+_JOBS_SOURCE = r"""
+/* job j of the table jb (2, 4 or 5 values a job) on one thread of an OpenMP team; one job
+   on the calling thread, without OpenMP (safe in a forked child, whose OpenMP threads are gone) */
+#define EACH_JOB(...) if (nj == 1) { const int64_t j = 0; __VA_ARGS__; } else {                   \
+    _Pragma("omp parallel for num_threads(nj) schedule(static, 1)")                               \
+    for (int64_t j = 0; j < nj; j++) { __VA_ARGS__; } }
 #define DEFINE_JOBS(T, S)                                                                       \
 void forward_jobs_##S(const int64_t *jb, int64_t nj, const int64_t *prog, int64_t nsteps,         \
                       const int8_t *signs, const uint8_t *idle, const T *x, T *out, T *W,         \
                       int64_t n, int64_t N, int64_t R, int64_t depth, T steep) {                  \
-    EACH_JOB forward_##S(prog, nsteps, signs, idle, x, out, W, jb[2 * j], jb[2 * j + 1], n, N,    \
-                         R, depth, steep);                                                        \
+    EACH_JOB(forward_##S(prog, nsteps, signs, idle, x, out, W, jb[2 * j], jb[2 * j + 1], n, N,    \
+                         R, depth, steep));                                                        \
 }                                                                                                 \
 void backward_jobs_##S(const int64_t *jb, int64_t nj, const int64_t *prog, int64_t nsteps,        \
                        const int8_t *signs, const uint8_t *idle, const T *x, const T *g,          \
                        const T *gw, T *gx, int64_t n, int64_t N, int64_t R, int64_t depth,        \
                        int64_t L, T steep) {                                                      \
-    EACH_JOB backward_##S(prog, nsteps, signs, idle, x, g, gw, gx, jb[2 * j], jb[2 * j + 1], n,   \
-                          N, R, depth, L, steep);                                                 \
+    EACH_JOB(backward_##S(prog, nsteps, signs, idle, x, g, gw, gx, jb[2 * j], jb[2 * j + 1], n,   \
+                          N, R, depth, L, steep));                                                 \
 }                                                                                                 \
 void matrix_forward_jobs_##S(const int64_t *jb, int64_t nj, const int64_t *lo, const int64_t *hi, \
                              const int64_t *off, int64_t T_, int64_t n, const T *w, T *P) {       \
-    EACH_JOB matrix_forward_##S(lo, hi, off, T_, n, w, P, jb[4 * j], jb[4 * j + 1],               \
-                                jb[4 * j + 2], jb[4 * j + 3]);                                    \
+    EACH_JOB(matrix_forward_##S(lo, hi, off, T_, n, w, P, jb[4 * j], jb[4 * j + 1],               \
+                                jb[4 * j + 2], jb[4 * j + 3]));                                    \
 }                                                                                                 \
 void matrix_backward_jobs_##S(const int64_t *jb, int64_t nj, const int64_t *lo, /* 5th: buffer */\
                               const int64_t *hi, const int64_t *off, int64_t T_, int64_t n,       \
                               const T *w, const T *G, T *gw, int64_t K) {                         \
-    EACH_JOB matrix_backward_##S(lo, hi, off, T_, n, w, G, gw + jb[5 * j + 4], K, jb[5 * j],      \
-                                 jb[5 * j + 1], jb[5 * j + 2], jb[5 * j + 3]);                    \
+    EACH_JOB(matrix_backward_##S(lo, hi, off, T_, n, w, G, gw + jb[5 * j + 4], K, jb[5 * j],      \
+                                 jb[5 * j + 1], jb[5 * j + 2], jb[5 * j + 3]));                    \
 }
 DEFINE_JOBS(float, f32) DEFINE_JOBS(double, f64)
 """
-_LIBRARY_SOURCE = KERNEL_SOURCE + _JOBS_SOURCE
+_LIBRARY_SOURCE = KERNEL_SOURCE + _OPENMP_SOURCE + _JOBS_SOURCE
 
 # %% ../../nbs/03_sorting/16_kernel_build.ipynb #118abd18
 def _cache_dir():
@@ -280,14 +286,19 @@ def _matrix_jobs(B, n, work):
             if tiles * i // per < tiles * (i + 1) // per]
 
 # %% ../../nbs/03_sorting/16_kernel_build.ipynb #7ce6205b
+_FORKED = []     # not empty in a child forked from this process: its OpenMP threads are gone
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _FORKED.append(True))
+
 def _launch(lib, entry, jobs, *args):
     """Call the library's `_jobs` function `entry` for the list of jobs (tuples of ints) with the
-    other arguments `args`: once, on OpenMP threads, where the library has them; else once per job,
-    each on its own Python thread."""
+    other arguments `args`: once, on OpenMP threads, where the library has them (and the process
+    is not a fork of the one that used them); else once per job, each on its own Python thread."""
     width = len(jobs[0])
     table = (ctypes.c_int64 * (width * len(jobs)))(*(v for job in jobs for v in job))
     fn = getattr(lib, entry)
-    if lib.openmp or len(jobs) == 1:
+    if (lib.openmp and not _FORKED) or len(jobs) == 1:
         fn(table, len(jobs), *args)
     else:
         start = ctypes.addressof(table)
