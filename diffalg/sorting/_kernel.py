@@ -140,20 +140,17 @@ def _machine_key():
     return f"{platform.machine()} {flags}"
 
 def _load(so_path):
-    """Load the library and declare its functions' argument types: each kernel function and its
-    `_jobs` entry point, which takes a table of jobs and their number instead of one job's values
-    (marked J)."""
+    """Load the library and declare the argument types of the `_jobs` entry points (the table of
+    jobs and their number, then the kernel function's arguments other than a job's values)."""
     lib = ctypes.CDLL(so_path)
-    P, I, J = ctypes.c_void_p, ctypes.c_int64, None
+    P, I = ctypes.c_void_p, ctypes.c_int64
     for name, T in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
-        for fn, args in (("forward", [P, I, P, P, P, P, P, J, J, I, I, I, I, T]),
-                         ("backward", [P, I, P, P, P, P, P, P, J, J, I, I, I, I, I, T]),
-                         ("matrix_forward", [P, P, P, I, I, P, P, J, J, J, J]),
-                         ("matrix_backward", [P, P, P, I, I, P, P, P, I, J, J, J, J])):
-            one, jobs = getattr(lib, f"{fn}_{name}"), getattr(lib, f"{fn}_jobs_{name}")
-            one.argtypes = [I if a is J else a for a in args]
-            jobs.argtypes = [P, I] + [a for a in args if a is not J]
-            one.restype = jobs.restype = None
+        for fn, args in (("forward", [P, I, P, P, P, P, P, I, I, I, I, T]),
+                         ("backward", [P, I, P, P, P, P, P, P, I, I, I, I, I, T]),
+                         ("matrix_forward", [P, P, P, I, I, P, P]),
+                         ("matrix_backward", [P, P, P, I, I, P, P, P, I])):
+            entry = getattr(lib, f"{fn}_jobs_{name}")
+            entry.argtypes, entry.restype = [P, I] + args, None
     lib.openmp = bool(lib.openmp_built())
     return lib
 
