@@ -216,7 +216,8 @@ class GumbelMax(Distribution):
     "Gumbel (maximum) law: F = exp(-exp(-x)); skewed, its right tail is the heavier."
     gendr = True
     name, tail, symmetric = "gumbel_max", "exponential (right side)", False
-    def _cdf(self, x): return torch.exp(-torch.exp(-x))
+    def _cdf(self, x):                       # below -80 F is 0 already: the clamp keeps the
+        return torch.exp(-torch.exp(-x.clamp_min(-80)))  # gradient 0 there, not inf * 0 = nan
     def _pdf(self, x):
         z = x.clamp_min(-80)                                  # exp(80 - exp(80)) is 0 already
         return torch.exp(-z - torch.exp(-z))
@@ -225,7 +226,7 @@ class GumbelMin(Distribution):
     "Gumbel (minimum) law, the mirror of `GumbelMax`: F = 1 - exp(-exp(x))."
     gendr = True
     name, tail, symmetric = "gumbel_min", "exponential (left side)", False
-    def _cdf(self, x): return -torch.expm1(-torch.exp(x))
+    def _cdf(self, x): return -torch.expm1(-torch.exp(x.clamp_max(80)))   # as GumbelMax
     def _pdf(self, x): return GumbelMax()._pdf(-x)
 
 

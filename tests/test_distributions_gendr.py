@@ -43,6 +43,19 @@ def test_cdf_is_monotone_with_limits(name, shape, shift, device):
     assert torch.isfinite(pdf(inf, name, shape=shape, shift=shift)).all()
 
 
+@pytest.mark.parametrize("name", distribution_names(gendr=True))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_step_has_finite_gradients_far_out(name, dtype, device):
+    "No nan from inf * 0 in a saturated step (the Gumbel laws' exp(-exp(-x)) gave one below -88)."
+    x = torch.tensor([-1e30, -1e6, -1e3, -720.0, -100.0, -1.0, 0.0, 1.0, 100.0, 720.0, 1e3, 1e6,
+                      1e30], dtype=dtype, device=device, requires_grad=True)
+    for steepness in (1.0, 1e4):
+        y = get_distribution(name)._step(x, steepness)
+        g, = torch.autograd.grad(y.sum(), x)
+        assert bool(torch.isfinite(y).all()) and bool(torch.isfinite(g).all()), (steepness, g)
+        assert bool((g >= 0).all()) and float(g[0]) < 1e-20 and float(g[-1]) < 1e-20
+
+
 @pytest.mark.parametrize("name,shape,shift", [s for s in SETTINGS if s[0] != "hard"])
 def test_pdf_is_the_derivative_of_cdf(name, shape, shift, device):
     # away from the kinks at the support's edges (+-1, and -shift or shift)

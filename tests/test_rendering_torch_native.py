@@ -196,6 +196,116 @@ def test_operators_equal_the_engine():
     assert torch.equal(t.grad, t2.grad)
 
 
+# ---------------------------------------------------------------- the pairs' derivatives
+
+def _pairs_vs_engine(tri, drawn, H, W, name, tconorm, p, tau, squared, tile, chunk, seed=0):
+    "Image and gradient of `soft_silhouette_pairs` and of the eager engine for one weighting."
+    margin = coverage_margin(name, tau, squared)
+    g = torch.Generator().manual_seed(seed)
+    w = torch.rand(tri.shape[0], H, W, dtype=tri.dtype, generator=g)
+    a, b = tri.clone().requires_grad_(), tri.clone().requires_grad_()
+    out = OPS.soft_silhouette_pairs(a, drawn, H, W, name, 0.25, tconorm, p, tau, squared, margin,
+                                    tile, chunk)[0]
+    (out * w).sum().backward()
+    ref = _silhouette_tiles(b, drawn, H, W, get_distribution(name), get_tconorm(tconorm, p), tau,
+                            squared, margin, tile, chunk, 1e12)
+    (ref * w).sum().backward()
+    return out, ref, a.grad, b.grad
+
+
+PARAMETRIC = ("hamacher", "yager", "frank", "aczel-alsina", "dombi", "schweizer-sklar")
+
+
+@pytest.mark.parametrize("tconorm,p", [(n, 2.0 if n in PARAMETRIC else None)
+                                       for n in ("max", "probabilistic", "einstein") + PARAMETRIC])
+def test_pairs_operator_equals_the_engine_for_every_tconorm(tconorm, p):
+    "Values bit for bit and gradients to rounding, float64, two meshes in a batch, in chunks."
+    tri, _, drawn = _projected(batch=2)
+    out, ref, ga, gb = _pairs_vs_engine(tri, drawn, 11, 13, "logistic", tconorm, p, 0.03, False,
+                                        4, 500)
+    assert torch.equal(out, ref)
+    torch.testing.assert_close(ga, gb, rtol=1e-10, atol=1e-12)
+    assert ga.abs().max() > 0
+
+
+@pytest.mark.parametrize("name", ["gaussian", "cauchy", "laplace", "logistic_art", "uniform",
+                                  "gumbel_max", "exponential_rev", "levy"])
+@pytest.mark.parametrize("squared", [False, True])
+def test_pairs_operator_equals_the_engine_for_distributions(name, squared):
+    tri, _, drawn = _projected()
+    tau = 1e-3 if squared else 0.03
+    out, ref, ga, gb = _pairs_vs_engine(tri, drawn, 12, 10, name, "probabilistic", None, tau,
+                                        squared, 5, 1 << 20, seed=1)
+    assert torch.equal(out, ref)
+    torch.testing.assert_close(ga, gb, rtol=1e-10, atol=1e-12)
+
+
+def test_pairs_operator_keeps_the_tiles_faces_and_jacobians():
+    "Non-empty tiles by face count, faces padded with -1, and 6 numbers per (pixel, face) pair."
+    tri, _, drawn = _projected(batch=2)
+    H, W, tile, chunk = 11, 13, 4, 400
+    margin = coverage_margin("logistic", 0.03)
+    img, tiles, slot, jac = OPS.soft_silhouette_pairs(tri, drawn, H, W, "logistic", 0.25,
+                                                      "probabilistic", None, 0.03, False, margin,
+                                                      tile, chunk)
+    counts = (slot >= 0).sum(1)
+    assert tiles.unique().numel() == tiles.numel() and bool((counts[1:] <= counts[:-1]).all())
+    assert bool((counts > 0).all()) and int(tiles.max()) < 2 * 3 * 4        # B x 3 x 4 tiles
+    ranks = torch.arange(slot.shape[1])
+    assert torch.equal(slot >= 0, ranks < counts[:, None])            # faces first, then -1
+    from diffalg.rendering._engine import _chunk_end
+    s, pairs, c = 0, 0, counts.tolist()
+    while s < len(c):
+        e = _chunk_end(c, s, tile * tile, chunk)
+        pairs, s = pairs + (e - s) * tile * tile * c[s], e
+    assert jac.numel() == 6 * pairs
+    empty = OPS.soft_silhouette_pairs(tri, torch.zeros_like(drawn), H, W, "logistic", 0.25,
+                                      "probabilistic", None, 0.03, False, margin, tile, chunk)
+    assert empty[0].abs().max() == 0 and all(t.numel() == 0 for t in empty[1:])
+    g = torch.rand(2, H, W, dtype=tri.dtype)
+    assert OPS.soft_silhouette_pairs_backward(g, tri, *empty[1:], tile, chunk).abs().max() == 0
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_opcheck_soft_silhouette_pairs(batch):
+    tri, _, drawn = _projected(batch=batch)
+    torch.library.opcheck(OPS.soft_silhouette_pairs.default,
+                          (tri.requires_grad_(), drawn, 9, 12, "cauchy", 0.25, "yager", 2.0,
+                           0.01, True, 0.2, 8, 300))
+
+
+def _ops_in_graph(fn, *inputs):
+    "The diffalg operators in the graph that dynamo hands its backend for `fn(*inputs)`."
+    seen = set()
+
+    def backend(gm, example_inputs):
+        seen.update(str(n.target).removesuffix(".default") for n in gm.graph.nodes
+                    if "diffalg" in str(n.target))
+        return gm.forward
+    torch._dynamo.reset()
+    torch.compile(fn, fullgraph=True, backend=backend)(*inputs)
+    return seen
+
+
+def test_compiled_silhouette_keeps_pairs_only_when_a_gradient_is_needed():
+    v, f, eye = _scene("cpu")
+    fn = RENDER["render_silhouette"]
+    assert _ops_in_graph(fn, v.clone().requires_grad_(), f, eye) == {
+        "diffalg.soft_silhouette_pairs"}
+    assert _ops_in_graph(fn, v, f, eye) == {"diffalg.soft_silhouette"}
+    with torch.no_grad():
+        assert _ops_in_graph(fn, v.clone().requires_grad_(), f, eye) == {
+            "diffalg.soft_silhouette"}
+
+
+def test_compiled_silhouette_gradient_with_inductor_equals_eager():
+    "The backward pass over the pairs, compiled by inductor (unbacked sizes), equals eager."
+    v, f, eye = _scene("cpu", subdivisions=2)
+    fn = RENDER["render_silhouette_max_squared"]
+    assert_compiled_matches_eager(fn, v.requires_grad_(), f, eye, backend="inductor", rtol=1e-7,
+                                  atol=1e-9)
+
+
 def test_compiled_renderer_needs_named_settings():
     "A distribution the operator cannot rebuild by name is refused while compiling."
     from diffalg.distributions import Logistic

@@ -2,12 +2,17 @@
 
     python tools/run_notebooks.py                 # every notebook under nbs/, one at a time
     python tools/run_notebooks.py nbs/05_logic    # a chapter (folders or .ipynb files)
-    python tools/run_notebooks.py --jobs 2        # two kernels at once
+    python tools/run_notebooks.py --jobs 2        # two kernels at once (timed notebooks alone)
 
 Each notebook runs in a fresh Jupyter kernel with its own folder as working directory, exactly as
 the book build runs it (nbclient, through jupyter-cache's executor, the one MyST-NB uses). A failing
 cell fails the run: its traceback is printed and the exit status is 1 (every notebook is still run,
 so one report names every failure). The `assert`s in the notebooks' test cells are the checks.
+
+With `--jobs N` (tools/test.sh uses 2), N notebooks run at once, except those that measure time
+(a code cell that calls `perf_counter`, `process_time`, `timeit` or `time.time`): their figures
+(speed-ups, throughputs, races of equal seconds) must not share the CPU with another notebook, so
+they run afterwards, one at a time.
 
 The executed notebooks are kept in the book's execution cache (`_build/.jupyter_cache`) with a
 stamp of the tree they ran on (every file git sees, and the installed packages). `tools/book.sh`
@@ -19,6 +24,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -63,6 +69,15 @@ def notebooks(paths):
     return out
 
 
+TIMED = re.compile(r"perf_counter|process_time|timeit|time\.time\(")
+
+
+def measures_time(path: Path) -> bool:
+    "Whether a code cell of the notebook reads a clock (then it runs alone, see the docstring)."
+    cells = json.loads(path.read_text())["cells"]
+    return any(TIMED.search("".join(c["source"])) for c in cells if c["cell_type"] == "code")
+
+
 def execute(path: str, timeout: int):
     "Run one notebook in its folder: (path, seconds, executed notebook as JSON, error or None)."
     import nbformat
@@ -102,21 +117,25 @@ def main():
             shutil.rmtree(cache_dir, ignore_errors=True)
         (cache_dir / STAMP).unlink(missing_ok=True)
         cache = get_cache(str(cache_dir))
-    print(f"== executing {len(todo)} notebooks ({args.jobs} at a time)", flush=True)
+    alone = [p for p in todo if args.jobs > 1 and measures_time(p)]
+    shared = [p for p in todo if p not in alone]
+    print(f"== executing {len(todo)} notebooks: {len(shared)} {args.jobs} at a time, then "
+          f"{len(alone)} that measure time one at a time", flush=True)
     failed, start = [], time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        jobs = [pool.submit(execute, str(p), args.timeout) for p in todo]
-        for job in jobs:
-            path, seconds, text, err = job.result()
-            rel = os.path.relpath(path, ROOT)
-            print(f"{'FAILED' if err else 'ok':6s} {seconds:7.1f} s  {rel}", flush=True)
-            if err:
-                failed.append(rel)
-                print(err, flush=True)
-            elif cache is not None:
-                nb = nbformat.reads(text, as_version=4)
-                cache.cache_notebook_bundle(CacheBundleIn(nb, path, data={
-                    "execution_seconds": seconds}), check_validity=False, overwrite=True)
+    for group, workers in ((shared, args.jobs), (alone, 1)):
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            jobs = [pool.submit(execute, str(p), args.timeout) for p in group]
+            for job in jobs:
+                path, seconds, text, err = job.result()
+                rel = os.path.relpath(path, ROOT)
+                print(f"{'FAILED' if err else 'ok':6s} {seconds:7.1f} s  {rel}", flush=True)
+                if err:
+                    failed.append(rel)
+                    print(err, flush=True)
+                elif cache is not None:
+                    nb = nbformat.reads(text, as_version=4)
+                    cache.cache_notebook_bundle(CacheBundleIn(nb, path, data={
+                        "execution_seconds": seconds}), check_validity=False, overwrite=True)
     total = time.perf_counter() - start
     print(f"== {len(todo) - len(failed)} notebooks passed, {len(failed)} failed in {total:.0f} s")
     if failed:

@@ -14,5 +14,7 @@ else
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} python -m pytest tests/ -q -p no:cacheprovider -rs \
     -n "$WORKERS" "$@"
 fi
+# Two notebooks at a time: most run on one thread (small tensors), so two kernels use two cores
+# almost twice as well; the ones that measure time run afterwards, alone (tools/run_notebooks.py).
 echo "== the notebooks: executing every notebook in nbs/ (tools/run_notebooks.py)"
-python tools/run_notebooks.py --jobs "${NB_JOBS:-1}" nbs/
+python tools/run_notebooks.py --jobs "${NB_JOBS:-2}" nbs/

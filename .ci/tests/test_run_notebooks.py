@@ -51,3 +51,14 @@ def test_passing_notebooks_are_cached_with_the_stamp(tmp_path):
     record = get_cache(str(cache)).match_cache_notebook(nbformat.read(nb, as_version=4))
     executed = get_cache(str(cache)).get_cache_bundle(record.pk).nb
     assert executed.cells[0].outputs[0]["text"].strip() == str(tmp_path)   # ran in its folder
+
+
+def test_notebooks_that_measure_time_run_alone(tmp_path):
+    "With --jobs 2, the untimed notebooks share the pool and the timed ones run after, alone."
+    timed = notebook(tmp_path / "a_timed.ipynb", "import time\nt0 = time.perf_counter()")
+    plain = [notebook(tmp_path / f"b{i}.ipynb", f"x = {i}") for i in range(2)]
+    out = run(timed, *plain, "--jobs", "2", "--no-cache")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "2 2 at a time, then 1 that measure time one at a time" in out.stdout
+    order = [line.split()[-1] for line in out.stdout.splitlines() if line.startswith("ok")]
+    assert [Path(p).name for p in order] == ["b0.ipynb", "b1.ipynb", "a_timed.ipynb"]

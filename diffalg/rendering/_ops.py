@@ -8,10 +8,12 @@ import contextlib
 from typing import Optional
 import torch
 from torch import Tensor
+from torch._library.fake_impl import allocate_size
 from torch._subclasses.fake_tensor import is_fake
 from ..distributions import get_distribution
 from .tconorms import get_tconorm
-from ._engine import _silhouette_tiles, _hard_tiles, _rgb_tiles
+from ._engine import _silhouette_tiles, _hard_tiles, _rgb_tiles, _bin_faces
+from ._engine import _tile_table, _tile_points, _chunk_end, _sd_terms
 
 # %% ../../nbs/04_rendering/10_as_a_pytorch_operator.ipynb #a0000004
 def _traced(x) -> bool:
@@ -151,10 +153,15 @@ def _(tri_xy, valid, H, W, tile):
 
 # %% ../../nbs/04_rendering/10_as_a_pytorch_operator.ipynb #a0000009
 def _silhouette(tri_xy, valid, H, W, dist, tconorm, *rest):
-    "Soft silhouettes by tiles: the engine when eager, the operator when traced or without values."
+    """Soft silhouettes by tiles: the engine when eager, the operator when traced or without
+    values; compiled with a gradient to compute, the operator that keeps the pairs' derivatives."""
     if not _traced(tri_xy):
         return _silhouette_tiles(tri_xy, valid, H, W, dist, tconorm, *rest)
-    return torch.ops.diffalg.soft_silhouette(tri_xy, valid, H, W, *_names(dist, tconorm), *rest)
+    names = _names(dist, tconorm)
+    if torch.compiler.is_compiling() and torch.is_grad_enabled() and tri_xy.requires_grad:
+        ops = torch.ops.diffalg
+        return ops.soft_silhouette_pairs(tri_xy, valid, H, W, *names, *rest[:-1])[0]
+    return torch.ops.diffalg.soft_silhouette(tri_xy, valid, H, W, *names, *rest)
 
 def _rgb(tri_xy, valid, inv_depth, face_col, bg, H, W, dist, tconorm, *rest):
     "RGBA images by tiles: the engine when eager, the operator when traced or without values."
@@ -168,3 +175,131 @@ def _hard(tri_xy, valid, H, W, tile):
     if not _traced(tri_xy):
         return _hard_tiles(tri_xy, valid, H, W, tile)
     return torch.ops.diffalg.hard_silhouette(tri_xy, valid, H, W, tile)
+
+# %% ../../nbs/04_rendering/10_as_a_pytorch_operator.ipynb #c0000002
+def _pair_derivatives(sd, mask, dist, tconorm, tau):
+    "Pixel values (n, P) and each pair's derivative dS/d(signed distance) (n, P, K)."
+    with _autograd_in_kernel():
+        leaf = sd.detach().requires_grad_()
+        S = tconorm.reduce(dist._step(leaf, 1.0 / tau) * mask[:, None, :], -1)
+        if not S.requires_grad:                       # a hard distribution or t-conorm
+            return S.detach(), torch.zeros_like(sd)
+        return S.detach(), torch.autograd.grad(S.sum(), leaf)[0]
+
+
+# %% ../../nbs/04_rendering/10_as_a_pytorch_operator.ipynb #d0000002
+def _sd_jacobian(terms, deriv, squared: bool):
+    """Per pair, `deriv` (n, P, K) times the signed distance's derivative for the triangle's
+    vertices (from `_sd_terms`' terms): (6, n, P, K), rows x0, y0, x1, y1, x2, y2."""
+    sgn, d, m0, m1, m2, q0x, q0y, q1x, q1y, q2x, q2y, t0, t1, t2 = terms
+    gs = deriv * sgn
+    coef = gs.mul_(-2.0) if squared else gs.div_(d.clamp_min(1e-30)).neg_()
+    starts, ends, qs = [], [], ((q0x, q0y), (q1x, q1y), (q2x, q2y))
+    for m, t in ((m0, t0), (m1, t1), (m2, t2)):               # edge k runs from v_k to v_k+1
+        g = coef * m
+        end = g * t
+        starts.append(g.sub_(end)); ends.append(end)            # weights (1 - t) and t
+    J = coef.new_empty((6,) + coef.shape)
+    for v in range(3):                   # v starts edge v and ends edge v - 1
+        u = (v - 1) % 3
+        for axis in range(2):
+            torch.mul(starts[v], qs[v][axis], out=J[2 * v + axis]).addcmul_(ends[u], qs[u][axis])
+    return J
+
+# %% ../../nbs/04_rendering/10_as_a_pytorch_operator.ipynb #c0000011
+def _silhouette_pairs(tri_xy, valid, H, W, dist, tconorm, tau, squared, margin, tile,
+                      chunk_elements):
+    """Soft silhouettes (B, H, W), the non-empty tiles, their faces (padded with -1) and the
+    Jacobians dS/d tri_xy of their (pixel, face) pairs, chunk after chunk, flattened."""
+    (B, F), (nty, ntx), P = valid.shape, (-(-H // tile), -(-W // tile)), tile * tile
+    Hp, Wp, dt, dev = nty * tile, ntx * tile, tri_xy.dtype, tri_xy.device
+    out = torch.zeros(B * nty * ntx, P, dtype=dt, device=dev)
+    tiles, slot = (torch.zeros(shape, dtype=torch.long, device=dev) for shape in ((0,), (0, 0)))
+    jac = [torch.zeros(0, dtype=dt, device=dev)]
+    tile_id, face_id = _bin_faces(tri_xy, valid, H, W, margin, tile)
+    if tile_id.numel():
+        tiles, counts, slot = _tile_table(tile_id, face_id, out.shape[0], dev)
+        xs = (2 * torch.arange(Wp, dtype=dt, device=dev) + 1 - W) / H
+        ys = (H - 1 - 2 * torch.arange(Hp, dtype=dt, device=dev)) / H
+        local = torch.arange(tile, device=dev)
+        s, vals = 0, []
+        while s < len(counts):
+            e = _chunk_end(counts, s, P, chunk_elements)
+            pts, bidx = _tile_points(tiles[s:e], nty, ntx, tile, xs, ys, local)
+            idx = slot[s:e, :counts[s]]
+            sd, terms = _sd_terms(pts, tri_xy[bidx[:, None], idx.clamp_min(0)], squared)
+            S, deriv = _pair_derivatives(sd, idx >= 0, dist, tconorm, tau)
+            jac.append(_sd_jacobian(terms, deriv, squared).reshape(-1))
+            vals.append(S)
+            s = e
+        out.index_copy_(0, tiles, torch.cat(vals))
+    img = out.reshape(B, nty, ntx, tile, tile).permute(0, 1, 3, 2, 4).reshape(B, Hp, Wp)
+    return img[:, :H, :W].contiguous(), tiles, slot, torch.cat(jac)
+
+# %% ../../nbs/04_rendering/10_as_a_pytorch_operator.ipynb #c0000003
+@torch.library.custom_op("diffalg::soft_silhouette_pairs", mutates_args=())
+def _soft_silhouette_pairs(tri_xy: Tensor, valid: Tensor, H: int, W: int, distribution: str,
+                           art_lambda: float, tconorm: str, p: Optional[float], tau: float,
+                           squared: bool, margin: float, tile: int,
+                           chunk_elements: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    "Soft silhouettes, and what their backward pass needs: `_silhouette_pairs`."
+    args = _objects(H, W, distribution, art_lambda, tconorm, p, tau, squared, margin, tile,
+                    chunk_elements)
+    with torch.no_grad():
+        return _silhouette_pairs(tri_xy, valid, *args)
+
+def _data_size():
+    """A new symbolic size, known when the operator has run; made directly by the shape
+    environment where dynamo would otherwise break the graph for it (without `fullgraph`), as
+    PyTorch's own device-mesh operators do."""
+    ctx = torch.library.get_ctx()
+    env = getattr(ctx, "_shape_env", None)
+    if env is None or env.allow_dynamic_output_shape_ops:
+        return ctx.new_dynamic_size()
+    return allocate_size(env)
+
+@_soft_silhouette_pairs.register_fake
+def _(tri_xy, valid, H, W, *args):
+    n, k, pairs = _data_size(), _data_size(), _data_size()   # tiles, faces per tile, Jacobians
+    long = dict(dtype=torch.long)
+    return (tri_xy.new_empty((tri_xy.shape[0], H, W)), tri_xy.new_empty(n, **long),
+            tri_xy.new_empty((n, k), **long), tri_xy.new_empty(pairs))
+
+# %% ../../nbs/04_rendering/10_as_a_pytorch_operator.ipynb #c0000015
+@torch.library.custom_op("diffalg::soft_silhouette_pairs_backward", mutates_args=())
+def _soft_silhouette_pairs_backward(grad: Tensor, tri_xy: Tensor, tiles: Tensor, slot: Tensor,
+                                    jac: Tensor, tile: int, chunk_elements: int) -> Tensor:
+    "dL/d tri_xy: over each tile, dL/dS of its pixels times its pairs' Jacobians."
+    (B, F), (H, W) = tri_xy.shape[:2], grad.shape[-2:]
+    nty, ntx, P = -(-H // tile), -(-W // tile), tile * tile
+    g = torch.nn.functional.pad(grad, (0, ntx * tile - W, 0, nty * tile - H))
+    g = g.reshape(B, nty, tile, ntx, tile).permute(0, 1, 3, 2, 4).reshape(-1, P)   # by tile
+    out = torch.zeros(B * F, 3, 2, dtype=tri_xy.dtype, device=tri_xy.device)
+    counts = (slot >= 0).sum(1).tolist()
+    s = start = 0
+    while s < len(counts):
+        e, k = _chunk_end(counts, s, P, chunk_elements), counts[s]
+        J = jac[start:start + 6 * (e - s) * P * k].view(6, e - s, P, k)
+        start += J.numel()
+        gt = g[tiles[s:e]][:, None, :]                                     # (n, 1, P)
+        r = torch.stack([torch.bmm(gt, J[c]) for c in range(6)], -1)      # (n, 1, K, 6)
+        faces = (tiles[s:e] // (nty * ntx))[:, None] * F + slot[s:e, :k].clamp_min(0)
+        out.index_add_(0, faces.reshape(-1), r.reshape(-1, 3, 2))         # padding adds 0
+        s = e
+    return out.reshape(tri_xy.shape)
+
+@_soft_silhouette_pairs_backward.register_fake
+def _(grad, tri_xy, *args):
+    return torch.empty_like(tri_xy)
+
+def _save_pairs(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0], *output[1:])
+    ctx.tile, ctx.chunk_elements = inputs[11], inputs[12]
+    ctx.mark_non_differentiable(*output[1:])
+
+def _pairs_grads(ctx, grad, *_):
+    g = torch.ops.diffalg.soft_silhouette_pairs_backward(grad, *ctx.saved_tensors, ctx.tile,
+                                                         ctx.chunk_elements)
+    return (g,) + (None,) * 12
+
+_soft_silhouette_pairs.register_autograd(_pairs_grads, setup_context=_save_pairs)
