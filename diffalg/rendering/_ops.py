@@ -188,9 +188,9 @@ def _pair_derivatives(sd, mask, dist, tconorm, tau):
 
 
 # %% ../../nbs/04_rendering/10_as_a_pytorch_operator.ipynb #d0000002
-def _sd_jacobian(terms, deriv, squared: bool):
+def _sd_jacobian(terms, deriv, squared: bool, out=None):
     """Per pair, `deriv` (n, P, K) times the signed distance's derivative for the triangle's
-    vertices (from `_sd_terms`' terms): (6, n, P, K), rows x0, y0, x1, y1, x2, y2."""
+    vertices (from `_sd_terms`' terms): (6, n, P, K), rows x0, y0, x1, y1, x2, y2 (in `out`)."""
     sgn, d, m0, m1, m2, q0x, q0y, q1x, q1y, q2x, q2y, t0, t1, t2 = terms
     gs = deriv * sgn
     coef = gs.mul_(-2.0) if squared else gs.div_(d.clamp_min(1e-30)).neg_()
@@ -199,7 +199,7 @@ def _sd_jacobian(terms, deriv, squared: bool):
         g = coef * m
         end = g * t
         starts.append(g.sub_(end)); ends.append(end)            # weights (1 - t) and t
-    J = coef.new_empty((6,) + coef.shape)
+    J = coef.new_empty((6,) + coef.shape) if out is None else out
     for v in range(3):                   # v starts edge v and ends edge v - 1
         u = (v - 1) % 3
         for axis in range(2):
@@ -207,6 +207,14 @@ def _sd_jacobian(terms, deriv, squared: bool):
     return J
 
 # %% ../../nbs/04_rendering/10_as_a_pytorch_operator.ipynb #c0000011
+def _chunks(counts, P, chunk_elements):
+    "The engine's chunks of the sorted tiles, as (start, end) pairs (`_chunk_end`)."
+    bounds, s = [], 0
+    while s < len(counts):
+        bounds.append((s, _chunk_end(counts, s, P, chunk_elements)))
+        s = bounds[-1][1]
+    return bounds
+
 def _silhouette_pairs(tri_xy, valid, H, W, dist, tconorm, tau, squared, margin, tile,
                       chunk_elements):
     """Soft silhouettes (B, H, W), the non-empty tiles, their faces (padded with -1) and the
@@ -215,26 +223,29 @@ def _silhouette_pairs(tri_xy, valid, H, W, dist, tconorm, tau, squared, margin, 
     Hp, Wp, dt, dev = nty * tile, ntx * tile, tri_xy.dtype, tri_xy.device
     out = torch.zeros(B * nty * ntx, P, dtype=dt, device=dev)
     tiles, slot = (torch.zeros(shape, dtype=torch.long, device=dev) for shape in ((0,), (0, 0)))
-    jac = [torch.zeros(0, dtype=dt, device=dev)]
+    jac = torch.zeros(0, dtype=dt, device=dev)
     tile_id, face_id = _bin_faces(tri_xy, valid, H, W, margin, tile)
     if tile_id.numel():
         tiles, counts, slot = _tile_table(tile_id, face_id, out.shape[0], dev)
         xs = (2 * torch.arange(Wp, dtype=dt, device=dev) + 1 - W) / H
         ys = (H - 1 - 2 * torch.arange(Hp, dtype=dt, device=dev)) / H
         local = torch.arange(tile, device=dev)
-        s, vals = 0, []
-        while s < len(counts):
-            e = _chunk_end(counts, s, P, chunk_elements)
+        chunks = _chunks(counts, P, chunk_elements)
+        jac = torch.empty(6 * P * sum((e - s) * counts[s] for s, e in chunks), dtype=dt,
+                          device=dev)
+        start, vals = 0, []
+        for s, e in chunks:
             pts, bidx = _tile_points(tiles[s:e], nty, ntx, tile, xs, ys, local)
             idx = slot[s:e, :counts[s]]
             sd, terms = _sd_terms(pts, tri_xy[bidx[:, None], idx.clamp_min(0)], squared)
             S, deriv = _pair_derivatives(sd, idx >= 0, dist, tconorm, tau)
-            jac.append(_sd_jacobian(terms, deriv, squared).reshape(-1))
+            J = jac[start:start + 6 * sd.numel()].view((6,) + sd.shape)
+            _sd_jacobian(terms, deriv, squared, out=J)
+            start += J.numel()
             vals.append(S)
-            s = e
         out.index_copy_(0, tiles, torch.cat(vals))
     img = out.reshape(B, nty, ntx, tile, tile).permute(0, 1, 3, 2, 4).reshape(B, Hp, Wp)
-    return img[:, :H, :W].contiguous(), tiles, slot, torch.cat(jac)
+    return img[:, :H, :W].contiguous(), tiles, slot, jac
 
 # %% ../../nbs/04_rendering/10_as_a_pytorch_operator.ipynb #c0000003
 @torch.library.custom_op("diffalg::soft_silhouette_pairs", mutates_args=())
@@ -275,17 +286,14 @@ def _soft_silhouette_pairs_backward(grad: Tensor, tri_xy: Tensor, tiles: Tensor,
     g = torch.nn.functional.pad(grad, (0, ntx * tile - W, 0, nty * tile - H))
     g = g.reshape(B, nty, tile, ntx, tile).permute(0, 1, 3, 2, 4).reshape(-1, P)   # by tile
     out = torch.zeros(B * F, 3, 2, dtype=tri_xy.dtype, device=tri_xy.device)
-    counts = (slot >= 0).sum(1).tolist()
-    s = start = 0
-    while s < len(counts):
-        e, k = _chunk_end(counts, s, P, chunk_elements), counts[s]
-        J = jac[start:start + 6 * (e - s) * P * k].view(6, e - s, P, k)
+    counts, start = (slot >= 0).sum(1).tolist(), 0
+    for s, e in _chunks(counts, P, chunk_elements):
+        J = jac[start:start + 6 * (e - s) * P * counts[s]].view(6, e - s, P, counts[s])
         start += J.numel()
         gt = g[tiles[s:e]][:, None, :]                                     # (n, 1, P)
         r = torch.stack([torch.bmm(gt, J[c]) for c in range(6)], -1)      # (n, 1, K, 6)
-        faces = (tiles[s:e] // (nty * ntx))[:, None] * F + slot[s:e, :k].clamp_min(0)
+        faces = (tiles[s:e] // (nty * ntx))[:, None] * F + slot[s:e, :counts[s]].clamp_min(0)
         out.index_add_(0, faces.reshape(-1), r.reshape(-1, 3, 2))         # padding adds 0
-        s = e
     return out.reshape(tri_xy.shape)
 
 @_soft_silhouette_pairs_backward.register_fake
