@@ -105,6 +105,14 @@ def _chunk_end(counts, s, P, chunk_elements, ratio=0.75, min_fraction=0.125):
         return cut
     return e
 
+def _chunks(counts, P, chunk_elements):
+    "The chunks of the sorted tiles, as (start, end) pairs (`_chunk_end`)."
+    bounds, s = [], 0
+    while s < len(counts):
+        bounds.append((s, _chunk_end(counts, s, P, chunk_elements)))
+        s = bounds[-1][1]
+    return bounds
+
 def _run_chunks(kernel, tiles, counts, slot, grid, xs, ys, chunk_elements, memory_limit,
                 tensors, reentrant=True):
     """Kernel values (n_nonempty, P, C) of the sorted tiles, in chunks of at most `chunk_elements`
@@ -115,18 +123,14 @@ def _run_chunks(kernel, tiles, counts, slot, grid, xs, ys, chunk_elements, memor
     total = sum(P * k for k in counts)
     use_ckpt = (total * 4 * 24 > memory_limit and torch.is_grad_enabled()  # ~24 floats per pair
                 and any(t.requires_grad for t in tensors))
-    pieces, s = [], 0
-    n = len(counts)
-    while s < n:
-        k = counts[s]
-        e = _chunk_end(counts, s, P, chunk_elements)
+    pieces = []
+    for s, e in _chunks(counts, P, chunk_elements):
         pts, bidx = _tile_points(tiles[s:e], nty, ntx, tile, xs, ys, local)
-        idx = slot[s:e, :k]
+        idx = slot[s:e, :counts[s]]
         if use_ckpt:
             pieces.append(_checkpoint(kernel, pts, idx, bidx, *tensors, use_reentrant=reentrant))
         else:
             pieces.append(kernel(pts, idx, bidx, *tensors))
-        s = e
     return torch.cat(pieces)
 
 # %% ../../nbs/04_rendering/09_how_it_is_made_fast.ipynb #ea79de45
@@ -183,6 +187,20 @@ def _sd_terms(points, tris, squared: bool):
     return d * sgn, (sgn, d, m0, m1, m2, *qs[0], *qs[1], *qs[2], *ts)
 
 # %% ../../nbs/04_rendering/09_how_it_is_made_fast.ipynb #25125fbe
+def _edge_weights(terms, grad, squared: bool):
+    """From `_sd_terms`' terms and the output's gradient (n, P, K): for each edge the weights of
+    its start and end vertex, (1 - t) c and t c (c: the gradient times the distance's derivative,
+    0 unless the edge is the closest), and its vectors q = (qx, qy) from the edge to the point."""
+    sgn, d, m0, m1, m2, q0x, q0y, q1x, q1y, q2x, q2y, t0, t1, t2 = terms
+    gs = grad * sgn
+    coef = gs.mul_(-2.0) if squared else gs.div_(d.clamp_min(1e-30)).neg_()
+    starts, ends = [], []
+    for m, t in ((m0, t0), (m1, t1), (m2, t2)):
+        g = coef * m
+        end = g * t                                                      # weight of the edge's end
+        starts.append(g.sub_(end)); ends.append(end)              # weight of its start: g (1 - t)
+    return starts, ends, ((q0x, q0y), (q1x, q1y), (q2x, q2y))
+
 class _SignedDistance(torch.autograd.Function):
     """Signed distance (n, P, K) of points (n, P, 2) to triangles (n, K, 3, 2); gradient for the
     triangles only. With `light`, only the inputs are kept and the backward pass recomputes the
@@ -199,17 +217,11 @@ class _SignedDistance(torch.autograd.Function):
         saved = ctx.saved_tensors
         if ctx.light:
             saved = _sd_terms(saved[0], saved[1], ctx.squared)[1]
-        sgn, d, m0, m1, m2, q0x, q0y, q1x, q1y, q2x, q2y, t0, t1, t2 = saved
-        gs = grad * sgn
-        coef = gs.mul_(-2.0) if ctx.squared else gs.div_(d.clamp_min(1e-30)).neg_()
+        starts, ends, qs = _edge_weights(saved, grad, ctx.squared)
         out = [None, None, None]
-        terms = ((m0, q0x, q0y, t0), (m1, q1x, q1y, t1), (m2, q2x, q2y, t2))
-        for k, (m, qx, qy, t) in enumerate(terms):
-            g = coef * m
-            wb = g * t                                                   # weight of the edge's end
-            wa = g.sub_(wb)                                       # weight of its start: g (1 - t)
-            ga = torch.stack([(wa * qx).sum(1), (wa * qy).sum(1)], -1)   # (n, K, 2)
-            gb = torch.stack([(wb * qx).sum(1), (wb * qy).sum(1)], -1)
+        for k, (qx, qy) in enumerate(qs):                 # edge k runs from v_k to v_k+1
+            ga = torch.stack([(starts[k] * qx).sum(1), (starts[k] * qy).sum(1)], -1)  # (n, K, 2)
+            gb = torch.stack([(ends[k] * qx).sum(1), (ends[k] * qy).sum(1)], -1)
             j = (k + 1) % 3
             out[k] = ga if out[k] is None else out[k] + ga
             out[j] = gb if out[j] is None else out[j] + gb

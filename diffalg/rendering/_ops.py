@@ -13,7 +13,8 @@ from torch._subclasses.fake_tensor import is_fake
 from ..distributions import get_distribution
 from .tconorms import get_tconorm
 from ._engine import _silhouette_tiles, _hard_tiles, _rgb_tiles, _bin_faces
-from ._engine import _tile_table, _tile_points, _chunk_end, _sd_terms
+from ._engine import _tile_table, _tile_points, _chunks, _sd_terms
+from ._engine import _edge_weights
 
 # %% ../../nbs/04_rendering/10_as_a_pytorch_operator.ipynb #a0000004
 def _traced(x) -> bool:
@@ -159,8 +160,8 @@ def _silhouette(tri_xy, valid, H, W, dist, tconorm, *rest):
         return _silhouette_tiles(tri_xy, valid, H, W, dist, tconorm, *rest)
     names = _names(dist, tconorm)
     if torch.compiler.is_compiling() and torch.is_grad_enabled() and tri_xy.requires_grad:
-        ops = torch.ops.diffalg
-        return ops.soft_silhouette_pairs(tri_xy, valid, H, W, *names, *rest[:-1])[0]
+        pairs = torch.ops.diffalg.soft_silhouette_pairs
+        return pairs(tri_xy, valid, H, W, *names, *rest[:-1])[0]
     return torch.ops.diffalg.soft_silhouette(tri_xy, valid, H, W, *names, *rest)
 
 def _rgb(tri_xy, valid, inv_depth, face_col, bg, H, W, dist, tconorm, *rest):
@@ -191,15 +192,8 @@ def _pair_derivatives(sd, mask, dist, tconorm, tau):
 def _sd_jacobian(terms, deriv, squared: bool, out=None):
     """Per pair, `deriv` (n, P, K) times the signed distance's derivative for the triangle's
     vertices (from `_sd_terms`' terms): (6, n, P, K), rows x0, y0, x1, y1, x2, y2 (in `out`)."""
-    sgn, d, m0, m1, m2, q0x, q0y, q1x, q1y, q2x, q2y, t0, t1, t2 = terms
-    gs = deriv * sgn
-    coef = gs.mul_(-2.0) if squared else gs.div_(d.clamp_min(1e-30)).neg_()
-    starts, ends, qs = [], [], ((q0x, q0y), (q1x, q1y), (q2x, q2y))
-    for m, t in ((m0, t0), (m1, t1), (m2, t2)):               # edge k runs from v_k to v_k+1
-        g = coef * m
-        end = g * t
-        starts.append(g.sub_(end)); ends.append(end)            # weights (1 - t) and t
-    J = coef.new_empty((6,) + coef.shape) if out is None else out
+    starts, ends, qs = _edge_weights(terms, deriv, squared)
+    J = deriv.new_empty((6,) + deriv.shape) if out is None else out
     for v in range(3):                   # v starts edge v and ends edge v - 1
         u = (v - 1) % 3
         for axis in range(2):
@@ -207,14 +201,6 @@ def _sd_jacobian(terms, deriv, squared: bool, out=None):
     return J
 
 # %% ../../nbs/04_rendering/10_as_a_pytorch_operator.ipynb #c0000011
-def _chunks(counts, P, chunk_elements):
-    "The engine's chunks of the sorted tiles, as (start, end) pairs (`_chunk_end`)."
-    bounds, s = [], 0
-    while s < len(counts):
-        bounds.append((s, _chunk_end(counts, s, P, chunk_elements)))
-        s = bounds[-1][1]
-    return bounds
-
 def _silhouette_pairs(tri_xy, valid, H, W, dist, tconorm, tau, squared, margin, tile,
                       chunk_elements):
     """Soft silhouettes (B, H, W), the non-empty tiles, their faces (padded with -1) and the
