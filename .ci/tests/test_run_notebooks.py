@@ -53,12 +53,45 @@ def test_passing_notebooks_are_cached_with_the_stamp(tmp_path):
     assert executed.cells[0].outputs[0]["text"].strip() == str(tmp_path)   # ran in its folder
 
 
-def test_notebooks_that_measure_time_run_alone(tmp_path):
-    "With --jobs 2, the untimed notebooks share the pool and the timed ones run after, alone."
-    timed = notebook(tmp_path / "a_timed.ipynb", "import time\nt0 = time.perf_counter()")
-    plain = [notebook(tmp_path / f"b{i}.ipynb", f"x = {i}") for i in range(2)]
-    out = run(timed, *plain, "--jobs", "2", "--no-cache")
+def window(log, name, seconds):
+    """A cell that appends (name, start, end) of its own run to the file `log` (datetime's clock,
+    which the runner does not look for: the untimed cells below may read it)."""
+    return (f"import json, time\nfrom datetime import datetime\n"
+            f"start = datetime.now().timestamp()\ntime.sleep({seconds})\n"
+            f"with open({str(log)!r}, 'a') as f:\n"
+            f"    f.write(json.dumps([{name!r}, start, datetime.now().timestamp()]) + '\\n')")
+
+
+def test_timed_cells_run_alone_and_the_rest_share(tmp_path):
+    "With --jobs 2, no cell of another kernel runs while a `timed` cell runs; untimed ones overlap."
+    log = tmp_path / "log.jsonl"
+    a = notebook(tmp_path / "a.ipynb", window(log, "a0", 1.5), window(log, "a_timed", 1.5),
+                 window(log, "a2", 0.2))
+    nb = nbformat.read(a, as_version=4)
+    nb.cells[1].metadata["tags"] = ["timed"]
+    nbformat.write(nb, a)
+    b = notebook(tmp_path / "b.ipynb", *[window(log, f"b{i}", 0.4) for i in range(10)])
+    out = run(a, b, "--jobs", "2", "--no-cache")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "2 2 at a time, then 1 that measure time one at a time" in out.stdout
-    order = [line.split()[-1] for line in out.stdout.splitlines() if line.startswith("ok")]
-    assert [Path(p).name for p in order] == ["b0.ipynb", "b1.ipynb", "a_timed.ipynb"]
+    assert "(1 s of it alone)" in out.stdout or "(2 s of it alone)" in out.stdout, out.stdout
+    spans = {name: (t0, t1) for name, t0, t1 in map(json.loads, log.read_text().splitlines())}
+    timed = spans.pop("a_timed")
+    overlap = lambda s, t: s[0] < t[1] and t[0] < s[1]                    # noqa: E731
+    assert not [n for n, s in spans.items() if overlap(s, timed)], spans   # alone
+    assert any(overlap(spans["a0"], spans[f"b{i}"]) for i in range(10))    # shared
+    assert sum(n.startswith("b") for n in spans) == 10
+
+
+def test_untagged_clock_cells_are_refused(tmp_path):
+    "A cell that reads a clock, directly or through a function of the notebook, must be tagged."
+    nb = notebook(tmp_path / "nb.ipynb", "import time",
+                  "def best(f):\n    t = time.perf_counter()\n    f()\n"
+                  "    return time.perf_counter() - t",
+                  "def twice(f):\n    return 2 * best(f)",
+                  "x = twice(lambda: None)", "y = 1", "t0 = time.process_time()")
+    out = run(nb, "--jobs", "2", "--no-cache")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "cell 3 reads a clock (through twice)" in out.stdout, out.stdout
+    assert "cell 5 reads a clock but is not tagged `timed`" in out.stdout
+    assert "cell 1" not in out.stdout and "cell 4" not in out.stdout   # a def; no clock
+    assert "nothing was run" in out.stdout
