@@ -15,25 +15,30 @@ Chromium at 1280 px, as a reader would, and fails loudly, one line per problem (
   errors, resources that fail to load, console.error).
 
 How: each page is copied next to itself with a small script (.ci/reader_probe.js) injected at
-the top of <head> and loaded in a fresh browser profile (a reader's first visit); the script
-records errors from the first moment, and once the page (and MathJax) has settled it expands
-collapsed cells, measures every element, collects the text of prose and outputs (code excluded)
-and writes its findings into the DOM, which `chromium --dump-dom` returns. Pages are loaded
---jobs at a time; the report keeps the book's order.
+the top of <head>, and opened in one headless Chromium, driven over its DevTools pipe (one tab
+per job, whose stored data is cleared after every page: each page is a reader's first visit).
+The script records errors from the first moment, and once the page (and MathJax) has settled it
+expands collapsed cells, measures every element, collects the text of prose and outputs (code
+excluded) and writes its findings into the DOM, which the check then reads, with the exceptions
+the page threw. --jobs pages are open at a time; the report keeps the book's order.
 
 Usage: python .ci/check_html.py [_build/html] [--toc _toc.yml] [--page nbs/x/y ...]
        [--jobs N] [--screenshots DIR]"""
 import argparse
 import base64
+import fcntl
 import hashlib
 import html
 import json
 import os
+import queue
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
@@ -127,10 +132,135 @@ def short(text, n=70):
     return text if len(text) <= n else text[:n - 3] + "..."
 
 
-def probe(browser, path, profiles):
-    """Load a copy of the page with the probe injected, in a fresh browser profile (a first visit:
-    nothing stored from other pages); return (DOM, the probe's findings or None, uncaught errors
-    that Chromium logged)."""
+class Browser:
+    """One headless Chromium for every page, driven over its DevTools pipe
+    (`--remote-debugging-pipe`: JSON messages ending in a NUL byte, on file descriptors 3 and 4).
+    Starting a browser per page cost about a second each, and starts did not run in parallel."""
+
+    def __init__(self, exe, tabs=1):
+        self.exe, self.profile = exe, tempfile.mkdtemp(prefix="reader-check-")
+        to_r, to_w = os.pipe()
+        from_r, from_w = os.pipe()
+        ends = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (to_r, from_w)]
+        for fd in (to_r, from_w):
+            os.close(fd)
+
+        def pipe_ends():                    # in the child: its end of each pipe as fd 3 and 4
+            os.dup2(ends[0], 3)
+            os.dup2(ends[1], 4)
+        flags = [f for f in CHROMIUM_FLAGS if not f.startswith("--virtual-time-budget")]
+        flags += ["--disable-renderer-backgrounding", "--disable-background-timer-throttling",
+                  "--disable-backgrounding-occluded-windows"]      # every tab is in front
+        self.proc = subprocess.Popen(
+            [exe, *flags, "--remote-debugging-pipe", f"--user-data-dir={self.profile}",
+             "about:blank"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, close_fds=False, preexec_fn=pipe_ends)
+        for fd in ends:
+            os.close(fd)
+        self.out, self.inp = to_w, from_r
+        self.lock, self.next_id, self.replies, self.thrown = threading.Lock(), 0, {}, {}
+        threading.Thread(target=self._read, daemon=True).start()
+        # One tab per page open at a time (pages are opened in it one after another).
+        self.tabs = queue.Queue()
+        for _ in range(tabs):
+            self.tabs.put(self.new_tab())
+
+    def _read(self):
+        buf = b""
+        while chunk := os.read(self.inp, 1 << 16):
+            *messages, buf = (buf + chunk).split(b"\0")
+            for raw in messages:
+                msg = json.loads(raw)
+                if "id" in msg:
+                    slot = self.replies[msg["id"]]
+                    slot.append(msg)
+                    slot[0].set()
+                elif msg.get("method") == "Runtime.exceptionThrown":
+                    d = msg["params"]["exceptionDetails"]
+                    what = d.get("exception", {}).get("description") or ""
+                    self.thrown.setdefault(msg.get("sessionId"), []).append(
+                        f"{d.get('text', 'Uncaught')} {what.splitlines()[0] if what else ''}"
+                        .strip())
+        for slot in list(self.replies.values()):          # the browser is gone
+            slot[0].set()
+
+    def send(self, method, session=None, **params):
+        with self.lock:
+            self.next_id += 1
+            mid, slot = self.next_id, [threading.Event()]
+            self.replies[mid] = slot
+            msg = {"id": mid, "method": method, "params": params}
+            if session:
+                msg["sessionId"] = session
+            os.write(self.out, json.dumps(msg).encode() + b"\0")
+        if not slot[0].wait(120) or len(slot) < 2:
+            raise RuntimeError(f"Chromium did not answer {method}")
+        reply = self.replies.pop(mid)[1]
+        if "error" in reply:
+            raise RuntimeError(f"{method}: {reply['error'].get('message')}")
+        return reply.get("result", {})
+
+    def evaluate(self, session, expression):
+        return self.send("Runtime.evaluate", session, expression=expression,
+                         returnByValue=True)["result"].get("value")
+
+    def new_tab(self):
+        "A browser context of its own with one page in it: the page's DevTools session."
+        context = self.send("Target.createBrowserContext")["browserContextId"]
+        target = self.send("Target.createTarget", url="about:blank",
+                           browserContextId=context)["targetId"]
+        session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        self.send("Runtime.enable", session)
+        return session
+
+    def open(self, url, settle=10.0):
+        """Open url at the window size of CHROMIUM_FLAGS as a first visit (the tab's stored data
+        is cleared after every page); once the probe has written its result (or `settle` seconds
+        after the load event), return (DOM, uncaught exceptions)."""
+        session = self.tabs.get()                # a free tab (see __init__)
+        try:
+            return self._open(session, url, settle)
+        finally:
+            self.tabs.put(session)
+
+    def _open(self, session, url, settle):
+        w, h = next(map(int, f.split("=")[1].split(",")) for f in CHROMIUM_FLAGS
+                    if f.startswith("--window-size="))
+        self.send("Emulation.setDeviceMetricsOverride", session, width=w, height=h,
+                  deviceScaleFactor=1, mobile=False)
+        self.thrown.pop(session, None)
+        self.send("Page.navigate", session, url=url)
+        loaded, deadline = None, time.monotonic() + 120
+        while time.monotonic() < deadline:
+            state = self.evaluate(session, f"[document.URL, document.readyState, "
+                                  f"document.documentElement.hasAttribute('{RESULT_ATTR}')]")
+            if state and state[0] == url and state[2]:
+                break
+            if state and state[0] == url and state[1] == "complete":
+                loaded = loaded or time.monotonic()
+                if time.monotonic() - loaded > settle:
+                    break
+            time.sleep(0.05)
+        dom = self.evaluate(session, "document.documentElement.outerHTML") or ""
+        thrown = self.thrown.pop(session, [])
+        # A first visit for the next page: no stored data, and no result of this one in the
+        # DOM. (Not a navigation to about:blank: with more than two tabs, Chromium 156 then
+        # stopped answering the next Page.navigate.)
+        self.evaluate(session, "try { localStorage.clear(); sessionStorage.clear(); } catch (e) {}"
+                      f"document.documentElement.removeAttribute('{RESULT_ATTR}')")
+        return dom, thrown
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+        for fd in (self.out, self.inp):
+            os.close(fd)
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def probe(browser, path):
+    """Open a copy of the page with the probe injected (a first visit: nothing stored from other
+    pages); return (DOM, the probe's findings or None, uncaught exceptions)."""
     src = path.read_text(encoding="utf8")
     tag = f"<script>{PROBE_JS.read_text(encoding='utf8')}</script>".replace("\n", " ")
     m = re.search(r"<head[^>]*>", src, re.IGNORECASE)
@@ -138,18 +268,12 @@ def probe(browser, path, profiles):
     copy = path.with_name(f".{path.stem}.reader-check.html")
     copy.write_text(src[:at] + tag + src[at:], encoding="utf8")
     try:
-        with tempfile.TemporaryDirectory(dir=profiles) as profile:
-            r = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-                                "--dump-dom", copy.as_uri()], capture_output=True, text=True,
-                               timeout=120)
+        dom, thrown = browser.open(copy.as_uri())
     finally:
         copy.unlink(missing_ok=True)
-    dom = r.stdout
-    logged = [m.group(1) for m in re.finditer(r':CONSOLE[^\]]*\] "(Uncaught[^\n]*?)", source',
-                                                r.stderr)]
     m = re.search(rf'{RESULT_ATTR}="([^"]*)"', dom)
     found = json.loads(html.unescape(m.group(1))) if m else None
-    return dom, found, logged
+    return dom, found, thrown
 
 
 def image_bytes(src, page_path):
@@ -244,7 +368,7 @@ def check_page(page, path, browser, profiles, executed=None, screenshots=None):
     """All problems of one page, as lines `page: what (where)`, and a one-line summary."""
     static = path.read_text(encoding="utf8")
     problems, col = static_problems(page, path, static)
-    dom, found, logged = probe(browser, path, profiles)
+    dom, found, logged = probe(browser, path)
     if "<main" not in dom or "</html>" not in dom:
         return problems + [f"{page}: did not load in Chromium ({len(dom)} bytes of DOM)"], "no DOM"
     if found is None or "fatal" in found:
@@ -276,7 +400,7 @@ def check_page(page, path, browser, profiles, executed=None, screenshots=None):
     if screenshots:
         out = Path(screenshots)
         out.mkdir(parents=True, exist_ok=True)
-        subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profiles}",
+        subprocess.run([browser.exe, *CHROMIUM_FLAGS, f"--user-data-dir={profiles}",
                         f"--window-size={WIDTH},2400",
                         f"--screenshot={out / (page.replace('/', '_') + '.png')}", path.as_uri()],
                        capture_output=True, timeout=120)
@@ -293,7 +417,7 @@ def main():
                     help="pages loaded at the same time (default: cores, at most 4)")
     args = ap.parse_args()
     root = Path(args.html).resolve()
-    browser = chromium()
+    browser = Browser(chromium(), tabs=args.jobs)
     pages = args.page or toc_pages(args.toc)
     problems, total_images = [], 0
     def one(page):
@@ -309,6 +433,7 @@ def main():
             print(f"{'ok ' if not found else 'BAD'} {page:45s} {summary}"
                   f"{'' if not found else f'  ({len(found)} problems)'}", flush=True)
             problems += found
+    browser.close()
     if total_images == 0 and not args.page:
         problems.append("book: no page shows a figure (were the notebooks run with a non-inline "
                         "MPLBACKEND?)")

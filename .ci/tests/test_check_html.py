@@ -57,7 +57,7 @@ def output(text):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    browser = ch.chromium()
+    browser = ch.Browser(ch.chromium())
     profiles = tmp_path_factory.mktemp("profiles")
 
     def check(path, executed=None):
@@ -65,7 +65,8 @@ def run(tmp_path_factory):
         for line in problems:
             assert line.startswith("p: ")
         return problems
-    return check
+    yield check
+    browser.close()
 
 
 def one(problems, text):
