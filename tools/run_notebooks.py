@@ -4,10 +4,11 @@
     python tools/run_notebooks.py nbs/05_logic    # a chapter (folders or .ipynb files)
     python tools/run_notebooks.py --jobs 2        # two kernels at once (`timed` cells alone)
 
-Each notebook runs in a fresh Jupyter kernel with its own folder as working directory, exactly as
-the book build runs it (nbclient, through jupyter-cache's executor, the one MyST-NB uses). A failing
-cell fails the run: its traceback is printed and the exit status is 1 (every notebook is still run,
-so one report names every failure). The `assert`s in the notebooks' test cells are the checks.
+Each notebook runs in a fresh Jupyter kernel with its own folder as working directory, as the
+book build runs it (nbclient, with the settings of jupyter-cache's executor, which MyST-NB uses;
+the lock below is the only addition). A failing cell fails the run: its traceback is printed and
+the exit status is 1 (every notebook is still run, so one report names every failure). The
+`assert`s in the notebooks' test cells are the checks.
 
 With `--jobs N` (tools/test.sh uses 2), N notebooks run at once, cell by cell. Figures that
 measure time (speed-ups, throughputs, races of equal seconds) must not share the CPU, so a cell
@@ -158,8 +159,9 @@ def execute(path: str, timeout: int, lock_folder=None):
     lock = CellLock(lock_folder) if lock_folder else None
     alone = []
 
-    class Client(NotebookClient):                # jupyter-cache's executor, one lock per cell
+    class Client(NotebookClient):
         async def async_execute_cell(self, cell, cell_index, *args, **kwargs):
+            # Between cells nothing else runs in this process: the lock may block the loop.
             timed = cell.cell_type == "code" and TAG in cell.metadata.get("tags", [])
             with lock.hold(alone=timed) if lock else nullcontext():
                 start = time.perf_counter()
