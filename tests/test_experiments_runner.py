@@ -190,3 +190,23 @@ def test_return_setup_gives_the_trained_model(tmp_path):
         assert torch.equal(value, saved[name]), name
     assert record["steps"] == 2 and record == json.loads((tmp_path / "results.json").read_text())
     assert isinstance(run("ranking", {**TINY, "steps": 1}, progress=False), dict)
+
+
+def test_seconds_per_step_counts_only_the_timed_calls():
+    from diffalg.experiments import seconds_per_step
+    calls = []
+    clock = iter([10.0, 10.6])                  # perf_counter at the start and the end
+
+    def step(i):
+        calls.append(i)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("diffalg.experiments.runner.time.perf_counter", lambda: next(clock))
+        assert seconds_per_step(step, steps=3, warmup=2) == pytest.approx(0.2)
+    assert calls == [0, 1, 2, 3, 4]             # warm-up calls first, then the timed ones
+    with pytest.raises(ValueError, match="`warmup` must be >= 0"):
+        seconds_per_step(step, warmup=-1)
+    with pytest.raises(TypeError, match="`steps` must be an int"):
+        seconds_per_step(step, steps=2.5)
+    with pytest.raises(TypeError, match="`step` must be callable"):
+        seconds_per_step("step")

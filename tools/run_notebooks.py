@@ -18,7 +18,9 @@ priority). Every cell that reads a clock (`perf_counter`, `process_time`, `threa
 `timeit`, `time.time`, `time.monotonic`), directly or through a function the notebook defines,
 must carry the tag: the runner refuses a notebook with an untagged one before it runs anything.
 A clock read inside the package (e.g. the runner's `train_seconds`) is not seen: tag the cells
-that show such a figure.
+that show such a figure. Keep timed cells short: a race of equal seconds times each method's step
+alone (`diffalg.experiments.seconds_per_step`, tagged) and then trains for the steps that fit,
+untagged (chapter 7).
 
 The executed notebooks are kept in the book's execution cache (`_build/.jupyter_cache`) with a
 stamp of the tree they ran on (every file git sees, and the installed packages). `tools/book.sh`

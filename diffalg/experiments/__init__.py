@@ -4,14 +4,15 @@
 
 # %% auto #0
 __all__ = ['EXPERIMENTS', 'Setup', 'World', 'load_experiment', 'make_config', 'load_config', 'run', 'seed_everything',
-           'step_seed', 'step_generator', 'shard', 'init_distributed', 'save_checkpoint', 'load_checkpoint']
+           'step_seed', 'step_generator', 'shard', 'init_distributed', 'save_checkpoint', 'load_checkpoint',
+           'seconds_per_step']
 
 # %% ../../nbs/appendix/paper_scale/index.ipynb #0d645849
 from .runner import EXPERIMENTS, Setup, World, load_experiment
 from .runner import make_config, load_config, run, seed_everything
 from .runner import step_seed, step_generator, shard, init_distributed
-from .runner import save_checkpoint, load_checkpoint
+from .runner import save_checkpoint, load_checkpoint, seconds_per_step
 
 _all_ = ['EXPERIMENTS', 'Setup', 'World', 'load_experiment', 'make_config', 'load_config',
          'run', 'seed_everything', 'step_seed', 'step_generator', 'shard', 'init_distributed',
-         'save_checkpoint', 'load_checkpoint']
+         'save_checkpoint', 'load_checkpoint', 'seconds_per_step']

@@ -6,7 +6,7 @@
 __all__ = ['EXPERIMENTS', 'PROTOCOL', 'RUNNER_DEFAULTS', 'REQUIRED', 'RESUMABLE_CHANGES', 'Setup', 'load_experiment',
            'experiment_name', 'make_config', 'load_config', 'seed_everything', 'step_seed', 'step_generator', 'shard',
            'World', 'init_distributed', 'save_checkpoint', 'load_checkpoint', 'check_resumable', 'start', 'checkpoint',
-           'train_step', 'evaluate', 'train', 'results_record', 'run']
+           'train_step', 'evaluate', 'train', 'results_record', 'run', 'seconds_per_step']
 
 # %% ../../nbs/appendix/paper_scale/01_runner.ipynb #27548ac4
 import difflib
@@ -21,6 +21,8 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
+
+from ..checks import check_int
 
 # %% ../../nbs/appendix/paper_scale/01_runner.ipynb #79d6c00f
 class Setup(NamedTuple):
@@ -331,3 +333,18 @@ def run(experiment, overrides=None, *, paper: bool = False, out=None, resume: bo
     finally:
         if world.owns_group:
             dist.destroy_process_group()
+
+# %% ../../nbs/appendix/paper_scale/01_runner.ipynb #83f9224f
+def seconds_per_step(step, steps: int = 20, warmup: int = 2) -> float:
+    """Wall seconds per call of `step(i)`, the mean of calls i = warmup .. warmup + steps - 1
+    after `warmup` untimed calls (allocations, caches). Time it with nothing else running."""
+    steps = check_int(steps, "steps", minimum=1)
+    warmup = check_int(warmup, "warmup", minimum=0)
+    if not callable(step):
+        raise TypeError(f"`step` must be callable, got {type(step).__name__}")
+    for i in range(warmup):
+        step(i)
+    start = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        step(i)
+    return (time.perf_counter() - start) / steps
