@@ -10,17 +10,19 @@ the lock below is the only addition). A failing cell fails the run: its tracebac
 the exit status is 1 (every notebook is still run, so one report names every failure). The
 `assert`s in the notebooks' test cells are the checks.
 
-With `--jobs N` (tools/test.sh uses 2), N notebooks run at once, cell by cell. Figures that
-measure time (speed-ups, throughputs, races of equal seconds) must not share the CPU, so a cell
-tagged `timed` runs alone: it waits until the cells running in the other kernels have finished,
-and no other cell starts until it is done (a readers-writer lock on two files; the timed cell has
-priority). Every cell that reads a clock (`perf_counter`, `process_time`, `thread_time`,
-`timeit`, `time.time`, `time.monotonic`), directly or through a function the notebook defines,
-must carry the tag: the runner refuses a notebook with an untagged one before it runs anything.
-A clock read inside the package (e.g. the runner's `train_seconds`) is not seen: tag the cells
-that show such a figure. Keep timed cells short: a race of equal seconds times each method's step
-alone (`diffalg.experiments.seconds_per_step`, tagged) and then trains for the steps that fit,
-untagged (chapter 7).
+With `--jobs N` (tools/test.sh uses 2), N notebooks run at once. Figures that measure time
+(speed-ups, throughputs, races of equal seconds) must not share the CPU, so a cell tagged `timed`
+runs alone: it pauses the other notebooks' kernels (SIGSTOP to their process groups) for as long as
+it runs, and timed cells take turns (`Pauser` below). A timed cell used to wait instead until the
+cells running in the other kernels had finished, which could leave a core idle for minutes beside a
+long training cell. Every cell that reads a clock (`perf_counter`, `process_time`, `thread_time`,
+`timeit`, `time.time`, `time.monotonic`), directly or through a function the notebook defines, must
+carry the tag: the runner refuses a notebook with an untagged one before it runs anything. A clock
+read inside the package (e.g. the runner's `train_seconds`) is not seen: tag the cells that show
+such a figure. An untimed cell must not rely on wall time (a timeout, a race against the clock): it
+may be paused. Keep timed cells short: a race of equal seconds times each method's step alone
+(`diffalg.experiments.seconds_per_step`, tagged) and then trains for the steps that fit, untagged
+(chapter 7).
 
 The executed notebooks are kept in the book's execution cache (`_build/.jupyter_cache`) with a
 stamp of the tree they ran on (every file git sees, and the installed packages). `tools/book.sh`
@@ -36,9 +38,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager, nullcontext
@@ -126,29 +130,65 @@ def untagged_clock_cells(path: Path) -> list[str]:
     return found
 
 
-class CellLock:
-    """The cells of the notebooks that run at once take turns through two lock files (`flock`, so
-    a killed kernel's runner frees them): an untimed cell holds the room shared with the other
-    untimed cells; a timed cell holds it alone. A timed cell first takes the turnstile, which
-    every cell passes on its way in, so no new cell starts while it waits for the room."""
+class Pauser:
+    """Timed cells run alone by pausing the kernels of the other notebooks, not by waiting for
+    them. Every runner process records its kernel's process group (the kernel and whatever it
+    started) in `folder/kernels/`. A timed cell takes `folder/timed` (timed cells take turns) and
+    `folder/registry` (no kernel starts meanwhile), stops every other recorded group (SIGSTOP),
+    runs, and lets them go on (SIGCONT): an untimed cell is paused where it is, never cut short
+    or rerun, and never delays a timed cell. The locks are `flock`s, which a killed process
+    frees. A pause ends after `max_pause` seconds even if the timed cell has not (a paused
+    kernel might hold a lock the timed cell waits for, e.g. a compiler cache's)."""
 
-    def __init__(self, folder):
-        self.turnstile, self.room = Path(folder) / "turnstile", Path(folder) / "room"
+    def __init__(self, folder, max_pause: float = 300.0):
+        self.folder, self.max_pause = Path(folder), max_pause
+        (self.folder / "kernels").mkdir(exist_ok=True)
+        self.mine = self.folder / "kernels" / str(os.getpid())
 
     @contextmanager
-    def hold(self, alone: bool):
-        with open(self.turnstile, "a") as turnstile, open(self.room, "a") as room:
-            fcntl.flock(turnstile, fcntl.LOCK_EX)
+    def _flock(self, name):
+        with open(self.folder / name, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield                                          # closing the file releases it
+
+    @contextmanager
+    def registering(self):
+        "Start a kernel inside this block, then `register` it: no timed cell runs meanwhile."
+        with self._flock("registry"):
+            yield
+
+    def register(self, pgid):
+        self.mine.write_text(str(pgid))
+
+    def unregister(self):
+        with self._flock("registry"):
+            self.mine.unlink(missing_ok=True)
+
+    @staticmethod
+    def _signal(groups, sig):
+        for g in groups:
             try:
-                fcntl.flock(room, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+                os.killpg(g, sig)
+            except ProcessLookupError:                     # that kernel has just exited
+                pass
+
+    @contextmanager
+    def alone(self):
+        with self._flock("timed"), self._flock("registry"):
+            others = [int(f.read_text()) for f in (self.folder / "kernels").iterdir()
+                      if f != self.mine and f.read_text().strip()]
+            self._signal(others, signal.SIGSTOP)
+            resume = threading.Timer(self.max_pause, self._signal, (others, signal.SIGCONT))
+            resume.start()
+            try:
+                yield
             finally:
-                if not alone:
-                    fcntl.flock(turnstile, fcntl.LOCK_UN)
-            yield                               # closing the files releases what is still held
+                resume.cancel()
+                self._signal(others, signal.SIGCONT)
 
 
 def execute(path: str, timeout: int, lock_folder=None):
-    """Run one notebook in its folder, taking turns with the other kernels' cells when lock_folder
+    """Run one notebook in its folder, its timed cells pausing the other kernels when lock_folder
     is given: (path, seconds, executed notebook as JSON, error or None, seconds of timed cells)."""
     import traceback
 
@@ -158,14 +198,25 @@ def execute(path: str, timeout: int, lock_folder=None):
     sys.path.insert(0, str(ROOT / "tools"))
     import sphinx_kernels                        # the same encrypted kernels as the book build
     sphinx_kernels.setup(None)
-    lock = CellLock(lock_folder) if lock_folder else None
+    pauser = Pauser(lock_folder) if lock_folder else None
     alone = []
 
     class Client(NotebookClient):
+        # Between cells nothing else runs in this process: the locks may block the event loop.
+        async def async_start_new_kernel(self, **kwargs):
+            with pauser.registering() if pauser else nullcontext():
+                await super().async_start_new_kernel(**kwargs)
+                if pauser:
+                    pauser.register(self.km.provisioner.pgid)
+
+        async def _async_cleanup_kernel(self):
+            if pauser:
+                pauser.unregister()
+            await super()._async_cleanup_kernel()
+
         async def async_execute_cell(self, cell, cell_index, *args, **kwargs):
-            # Between cells nothing else runs in this process: the lock may block the loop.
             timed = cell.cell_type == "code" and TAG in cell.metadata.get("tags", [])
-            with lock.hold(alone=timed) if lock else nullcontext():
+            with pauser.alone() if pauser and timed else nullcontext():
                 start = time.perf_counter()
                 try:
                     return await super().async_execute_cell(cell, cell_index, *args, **kwargs)
@@ -177,7 +228,10 @@ def execute(path: str, timeout: int, lock_folder=None):
     timeout = nb.metadata.get("execution", {}).get("timeout", timeout)
     err, start = None, time.perf_counter()
     try:
+        # A kernel paused by another notebook's timed cell may be late to start or to send
+        # a cell's last messages: longer waits than nbclient's defaults (60 s and 4 s).
         Client(nb, timeout=timeout, allow_errors=False, record_timing=False,
+               startup_timeout=600, iopub_timeout=600,
                resources={"metadata": {"path": str(Path(path).parent)}}).execute()
     except (CellExecutionError, CellTimeoutError) as e:
         err = "".join(traceback.format_exception(e)) or repr(e)

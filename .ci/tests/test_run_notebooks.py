@@ -62,24 +62,37 @@ def window(log, name, seconds):
             f"    f.write(json.dumps([{name!r}, start, datetime.now().timestamp()]) + '\\n')")
 
 
-def test_timed_cells_run_alone_and_the_rest_share(tmp_path):
-    "With --jobs 2, no cell of another kernel runs while a `timed` cell runs; untimed ones overlap."
+def ticks(log, name, seconds):
+    "A cell that appends (name, time) to `log` every 10 ms for `seconds`, busy in between."
+    return (f"from datetime import datetime\nend = datetime.now().timestamp() + {seconds}\n"
+            f"while (now := datetime.now().timestamp()) < end:\n"
+            f"    with open({str(log)!r}, 'a') as f:\n"
+            f"        f.write(json.dumps([{name!r}, now, now]) + '\\n')\n"
+            f"    while datetime.now().timestamp() < now + 0.01:\n        pass")
+
+
+def test_timed_cells_pause_the_other_kernels_and_the_rest_share(tmp_path):
+    """With --jobs 2, a `timed` cell pauses the other kernel in the middle of its cell (no tick of
+    it while the timed cell runs, ticks before and after) and does not wait for that cell to end;
+    untimed cells run side by side."""
     log = tmp_path / "log.jsonl"
-    a = notebook(tmp_path / "a.ipynb", window(log, "a0", 1.5), window(log, "a_timed", 1.5),
+    a = notebook(tmp_path / "a.ipynb", window(log, "a0", 2.0), window(log, "a_timed", 1.5),
                  window(log, "a2", 0.2))
     nb = nbformat.read(a, as_version=4)
     nb.cells[1].metadata["tags"] = ["timed"]
     nbformat.write(nb, a)
-    b = notebook(tmp_path / "b.ipynb", *[window(log, f"b{i}", 0.4) for i in range(10)])
+    b = notebook(tmp_path / "b.ipynb", "import json", ticks(log, "b", 6.0))
     out = run(a, b, "--jobs", "2", "--no-cache")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "(1 s of it alone)" in out.stdout or "(2 s of it alone)" in out.stdout, out.stdout
-    spans = {name: (t0, t1) for name, t0, t1 in map(json.loads, log.read_text().splitlines())}
-    timed = spans.pop("a_timed")
-    overlap = lambda s, t: s[0] < t[1] and t[0] < s[1]                    # noqa: E731
-    assert not [n for n, s in spans.items() if overlap(s, timed)], spans   # alone
-    assert any(overlap(spans["a0"], spans[f"b{i}"]) for i in range(10))    # shared
-    assert sum(n.startswith("b") for n in spans) == 10
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    spans = {name: (t0, t1) for name, t0, t1 in rows if name != "b"}
+    b_ticks = [t for name, t, _ in rows if name == "b"]
+    start, end = spans["a_timed"]
+    assert not [t for t in b_ticks if start < t < end], (start, end)      # paused while timed
+    assert min(b_ticks) < start and max(b_ticks) > end                    # one cell, paused
+    assert any(spans["a0"][0] < t < spans["a0"][1] for t in b_ticks)     # untimed cells share
+    assert spans["a_timed"][0] < max(b_ticks) - 1.0     # the timed cell did not wait for b's
 
 
 def test_untagged_clock_cells_are_refused(tmp_path):
@@ -95,3 +108,4 @@ def test_untagged_clock_cells_are_refused(tmp_path):
     assert "cell 5 reads a clock but is not tagged `timed`" in out.stdout
     assert "cell 1" not in out.stdout and "cell 4" not in out.stdout   # a def; no clock
     assert "nothing was run" in out.stdout
+
