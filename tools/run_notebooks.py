@@ -4,11 +4,12 @@
     python tools/run_notebooks.py nbs/05_logic    # a chapter (folders or .ipynb files)
     python tools/run_notebooks.py --jobs 2        # two kernels at once (`timed` cells alone)
 
-Each notebook runs in a fresh Jupyter kernel with its own folder as working directory, as the
-book build runs it (nbclient, with the settings of jupyter-cache's executor, which MyST-NB uses;
-the lock below is the only addition). A failing cell fails the run: its traceback is printed and
-the exit status is 1 (every notebook is still run, so one report names every failure). The
-`assert`s in the notebooks' test cells are the checks.
+Each notebook runs in a fresh Jupyter kernel with its own folder as working directory, as the book
+build runs it (nbclient, with the settings of jupyter-cache's executor, which MyST-NB uses; the
+pausing of timed cells below and longer waits for a paused kernel are the only additions). A
+failing cell fails the run: its traceback is printed and the exit status is 1 (every notebook is
+still run, so one report names every failure). The `assert`s in the notebooks' test cells are the
+checks.
 
 With `--jobs N` (tools/test.sh uses 2), N notebooks run at once. Figures that measure time
 (speed-ups, throughputs, races of equal seconds) must not share the CPU, so a cell tagged `timed`

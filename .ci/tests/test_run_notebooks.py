@@ -108,4 +108,3 @@ def test_untagged_clock_cells_are_refused(tmp_path):
     assert "cell 5 reads a clock but is not tagged `timed`" in out.stdout
     assert "cell 1" not in out.stdout and "cell 4" not in out.stdout   # a def; no clock
     assert "nothing was run" in out.stdout
-
