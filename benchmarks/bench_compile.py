@@ -17,6 +17,10 @@ process measures:
 - at a small size, the eager forward per call with `diffalg.set_validate_args(False)`, `"cpu"`
   (the default) and `True`, alternated in blocks of about 20 ms, the fastest block of each (the
   one least disturbed by other processes), in microseconds, and the overhead over False.
+Before the operators, a one-line function (x.sin() * 2 on a 32 x 64 input, forward + backward)
+is timed the same way in a process of its own: what a compiled call costs beyond its work
+(dynamo's guards, AOTAutograd's wrappers around the graphs), the fixed cost against which the
+operators' eager times are read (row "one-line function", comparison "compiler's fixed cost").
 Run it with PyTorch's default OpenMP wait policy, as users do, on an otherwise idle machine:
 inductor's CPU kernels open an OpenMP parallel region each, and with `OMP_WAIT_POLICY=PASSIVE`
 (which the other benchmarks use against a busy machine) every region pays for waking its threads,
@@ -48,6 +52,8 @@ from harness import Run, add_record_args, setting, table  # noqa: E402
 
 COMPILE = "compiled against eager"
 VALIDATION = "validation cost"
+FIXED = "compiler's fixed cost"
+FLOOR = "one-line function"     # x.sin() * 2: what a compiled call costs beyond its work
 RATIO = "compiled / eager (below 1: compiled is faster)"
 
 
@@ -75,6 +81,8 @@ def build(name, p, dev):
     import diffalg
     B, n = p.get("B"), p.get("n")
     x = _leaf(torch, dev, B, n) if n else None
+    if name == FLOOR:
+        return lambda x: x.sin() * 2, [x], [], f"x.sin() * 2, x ({B}, {n})"
     net = ("bitonic", 10.0, "cauchy")
     if name in ("soft_sort", "soft_rank", "soft_permutation"):
         op = getattr(diffalg, name)
@@ -177,6 +185,8 @@ OPERATORS = {
     "ranking_accuracy": ({"B": 128, "n": 32}, {"B": 100, "n": 5}, {"B": 4, "n": 5}),
 }
 NO_GRADIENT = {"ranking_accuracy"}
+# the reference timed first in every run, at one size (the quick size of the sorting operators)
+FLOOR_SIZES = ({"B": 32, "n": 64}, {"B": 32, "n": 64}, None)
 
 
 def size_of(p):
@@ -372,6 +382,8 @@ def child(spec):
     block = calls_in(fns["eager"], BLOCK_S)
     times = interleaved(fns, spec["repeats"], block)
     report(block=block, **{f"{k}_s": v for k, v in times.items()})
+    if spec["small"] is None:
+        return
     try:
         validation_cost(torch, diffalg, spec, sync, report)
     except Exception as exc:                  # noqa: BLE001
@@ -401,7 +413,8 @@ def validation_cost(torch, diffalg, spec, sync, report):
 
 # ------------------------------------------------------------------ the run (parent process)
 def run_operator(name, args, mode):
-    spec = {"name": name, "params": OPERATORS[name][mode], "small": OPERATORS[name][2],
+    sizes = FLOOR_SIZES if name == FLOOR else OPERATORS[name]
+    spec = {"name": name, "params": sizes[mode], "small": sizes[2],
             "device": args.device, "threads": args.threads, "repeats": args.repeats,
             "rounds": args.rounds, "backends": ["inductor"] + ([] if args.no_aot_eager
                                                                else ["aot_eager"])}
@@ -424,6 +437,14 @@ def run_operator(name, args, mode):
 
 def rows_of(name, spec, res):
     "The record's rows of one operator: compiled against eager, and the validation cost."
+    if name == FLOOR:
+        eager, comp = res.get("eager_s"), res.get("compiled_s")
+        return [{"case": name, "operator": name, "size_name": "elements", "comparison": FIXED,
+                 "shape": res.get("shape"), "size": size_of(spec["params"]),
+                 "pass": "forward + backward", "error": res.get("error"), "eager_s": eager,
+                 "compiled_s": comp, "fixed_s": comp - eager if eager and comp else None,
+                 "reference": "eager", "reference_s": eager, "diffalg_s": comp,
+                 "ratio": comp / eager if eager and comp else None}]
     base = {"case": name, "operator": name, "size_name": "elements", "shape": res.get("shape"),
             "size": size_of(spec["params"]), "error": res.get("error"),
             "pass": "forward + backward" if res.get("backward", True) else "forward"}
@@ -455,14 +476,15 @@ def rows_of(name, spec, res):
 
 def printed(rows):
     "The two tables of the run, as text."
-    comp = [r for r in rows if r["comparison"] == COMPILE]
+    comp = [r for r in rows if r["comparison"] in (COMPILE, FIXED)]
     for r in comp:
         r.update({"breaks": r.get("graph_breaks"), "fullgraph?": {True: "yes", False: "no"}.get(
             r.get("fullgraph"), "-"), "compile s": r.get("compiled_compile_s"),
             "eager ms": r["eager_s"] and 1e3 * r["eager_s"],
             "compiled ms": r.get("compiled_s") and 1e3 * r["compiled_s"],
             "compiled/eager": r.get("ratio"), "aot_eager/eager": r.get("aot_eager_ratio"),
-            "note": (r.get("error") or r.get("compiled_error") or "")[:50]})
+            "note": "reference, not an operator" if r["comparison"] == FIXED else
+            (r.get("error") or r.get("compiled_error") or "")[:50]})
     cols = ["operator", "breaks", "fullgraph?", "compile s", "eager ms", "compiled ms",
             "compiled/eager", "aot_eager/eager", "note"]
     text = [table(comp, cols)]
@@ -504,7 +526,7 @@ def main():
     args.repeats = args.repeats or (3 if args.quick else 10)
     args.rounds = args.rounds or (5 if args.quick else 15)
     args.timeout = args.timeout or (600 if args.quick else 1200)
-    names = [n for n in OPERATORS if not args.only or n in args.only]
+    names = [FLOOR] + [n for n in OPERATORS if not args.only or n in args.only]
     cache = None
     if not args.warm_cache:
         cache = tempfile.mkdtemp(prefix="diffalg_inductor_")
@@ -520,7 +542,11 @@ def main():
                            VALIDATION: {"what": "eager forward per call at a small size, "
                                         f"fastest of {args.rounds} rounds of ~20 ms blocks, the "
                                         "three settings alternated", "size": "elements",
-                                        "ratio": "validation on / off"}})
+                                        "ratio": "validation on / off"},
+                           FIXED: {"what": "a one-line function (x.sin() * 2) timed like the "
+                                   "operators: the compiled call's cost beyond the work, "
+                                   "fixed_s = compiled - eager per call", "size": "elements",
+                                   "ratio": "compiled / eager"}})
     print(f"{setting()}; {what}")
     rows = []
     try:

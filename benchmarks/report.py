@@ -341,6 +341,46 @@ def compile_summary(comp):
     return text
 
 
+FIXED = "compiler's fixed cost"
+
+
+def fixed_cost(df):
+    "The run's one-line function as a row (eager_s, compiled_s, fixed_s), or None if not timed."
+    rows = select(df, prefix=FIXED) if len(df) else df
+    rows = rows[_column(rows, "fixed_s").notna()] if len(rows) else rows
+    return rows.iloc[0] if len(rows) else None
+
+
+def fixed_cost_summary(df, comp):
+    """One paragraph: what a compiled call costs beyond its work (the one-line function), and
+    which operators' eager calls are so short that this alone is more than 5% of them."""
+    f = fixed_cost(df)
+    if f is None:
+        return ("The run shown did not time the one-line function (it was added to the script "
+                "after this run), so this page cannot say how much of each ratio is the "
+                "compiler's fixed cost per call.")
+    us = lambda s: f"{1e6 * s:,.0f} µs"                              # noqa: E731
+    text = (f"A one-line function (`{f['shape']}`), forward and backward, takes "
+            f"{us(f['eager_s'])} per call eager and {us(f['compiled_s'])} compiled in the same "
+            f"run: a compiled call costs about {us(f['fixed_s'])} more than its work, whatever it "
+            f"computes (dynamo's guards, AOTAutograd's wrappers around the two graphs).")
+    timed = comp[_column(comp, "ratio").notna()] if len(comp) else comp
+    if not len(timed):
+        return text
+    short = timed[f["fixed_s"] / timed.eager_s > 0.05]
+    slow = timed[timed.ratio > 1.05]
+    text += (f" That is more than 5% of the eager call of {len(short)} of the {len(timed)} timed "
+             f"operators" + (f" ({', '.join(short.operator)})" if len(short) else "") + ".")
+    if len(slow):
+        explained = slow[(slow.compiled_s - slow.eager_s) <= 2 * f["fixed_s"]]
+        text += (f" Of the {len(slow)} more than 5% slower compiled, {len(explained)} lose no "
+                 f"more than twice that fixed cost per call"
+                 + (f" ({', '.join(explained.operator)})" if len(explained) else "")
+                 + ": at least half of what they lose is that fixed cost, which a longer call "
+                 "(a larger input) hides.")
+    return text
+
+
 def ratio_bars(comp):
     "compiled / eager per operator on a log axis, coloured by whether it compiled as one graph."
     d = comp[_column(comp, "ratio").notna()] if len(comp) else comp

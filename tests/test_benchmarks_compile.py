@@ -94,3 +94,26 @@ def test_report_on_the_recorded_file():
         pytest.skip("no benchmarks/results/compile.json")
     df = report.frame(report.shown(data))
     assert len(report.select(df, prefix=bc.COMPILE)) == len(bc.OPERATORS)
+
+
+def test_fixed_cost_row_and_what_it_explains():
+    floor = bc.rows_of(bc.FLOOR, {"params": bc.FLOOR_SIZES[1], "small": None},
+                       {"shape": "x.sin() * 2, x (32, 64)", "eager_s": 5e-5, "compiled_s": 1.6e-4})
+    assert [r["comparison"] for r in floor] == [bc.FIXED] and bc.FIXED == report.FIXED
+    assert floor[0]["fixed_s"] == pytest.approx(1.1e-4)
+    assert "one-line function" in bc.printed([dict(r) for r in floor])
+    cases = (("SoftSort", {**FULL_RESULT, "eager_s": 1e-3, "compiled_s": 1.15e-3}),
+             ("soft_sort", {**FULL_RESULT, "eager_s": 1e-2, "compiled_s": 5e-3}),
+             ("DiffSortNet", {**FULL_RESULT, "eager_s": 1e-2, "compiled_s": 1.2e-2}))
+    ops = [r for name, res in cases for r in bc.rows_of(name, spec(name), res)]
+    df = report.frame({"rows": harness.clean(floor + ops)})
+    comp = report.select(df, prefix=bc.COMPILE)
+    assert sorted(comp.operator) == ["DiffSortNet", "SoftSort", "soft_sort"]
+    text = report.fixed_cost_summary(df, comp)
+    assert "costs about 110 µs more" in text
+    assert "5% of the eager call of 1 of the 3 timed operators (SoftSort)" in text
+    # DiffSortNet loses 2 ms per call, far more than the fixed cost: not explained by it
+    assert "Of the 2 more than 5% slower compiled, 1 lose no more than twice" in text
+    assert "(SoftSort): at least half" in text
+    without = report.frame({"rows": harness.clean(ops)})
+    assert "cannot say" in report.fixed_cost_summary(without, comp)
