@@ -365,12 +365,14 @@ def fixed_cost_summary(df, comp):
             f"run: a compiled call costs about {us(f['fixed_s'])} more than its work, whatever it "
             f"computes (dynamo's guards, AOTAutograd's wrappers around the two graphs).")
     timed = comp[_column(comp, "ratio").notna()] if len(comp) else comp
-    if not len(timed):
+    both = timed[_column(timed, "pass").eq("forward + backward")] if len(timed) else timed
+    if not len(both):
         return text
-    short = timed[f["fixed_s"] / timed.eager_s > 0.05]
-    slow = timed[timed.ratio > 1.05]
-    text += (f" That is more than 5% of the eager call of {len(short)} of the {len(timed)} timed "
-             f"operators" + (f" ({', '.join(short.operator)})" if len(short) else "") + ".")
+    short = both[f["fixed_s"] / both.eager_s > 0.05]
+    slow = both[both.ratio > 1.05]
+    text += (f" That is more than 5% of the eager call of {len(short)} of the {len(both)} timed "
+             f"operators with a backward pass"
+             + (f" ({', '.join(short.operator)})" if len(short) else "") + ".")
     if len(slow):
         explained = slow[(slow.compiled_s - slow.eager_s) <= 2 * f["fixed_s"]]
         text += (f" Of the {len(slow)} more than 5% slower compiled, {len(explained)} lose no "

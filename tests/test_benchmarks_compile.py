@@ -111,7 +111,8 @@ def test_fixed_cost_row_and_what_it_explains():
     assert sorted(comp.operator) == ["DiffSortNet", "SoftSort", "soft_sort"]
     text = report.fixed_cost_summary(df, comp)
     assert "costs about 110 µs more" in text
-    assert "5% of the eager call of 1 of the 3 timed operators (SoftSort)" in text
+    assert ("5% of the eager call of 1 of the 3 timed operators with a backward pass "
+            "(SoftSort)") in text
     # DiffSortNet loses 2 ms per call, far more than the fixed cost: not explained by it
     assert "Of the 2 more than 5% slower compiled, 1 lose no more than twice" in text
     assert "(SoftSort): at least half" in text
