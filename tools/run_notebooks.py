@@ -19,11 +19,14 @@ cells running in the other kernels had finished, which could leave a core idle f
 long training cell. Every cell that reads a clock (`perf_counter`, `process_time`, `thread_time`,
 `timeit`, `time.time`, `time.monotonic`), directly or through a function the notebook defines, must
 carry the tag: the runner refuses a notebook with an untagged one before it runs anything. A clock
-read inside the package (e.g. the runner's `train_seconds`) is not seen: tag the cells that show
-such a figure. An untimed cell must not rely on wall time (a timeout, a race against the clock): it
-may be paused. Keep timed cells short: a race of equal seconds times each method's step alone
-(`diffalg.experiments.seconds_per_step`, tagged) and then trains for the steps that fit, untagged
-(chapter 7).
+read inside the package (e.g. the runner's `train_seconds`) counts too: a cell that calls a
+function of the package that reads a clock (found in the package's source, through its own
+calls and imports, or through a function the notebook defines) must carry the tag if it names a
+measured time (a key or name about seconds) or binds a name whose measured time a later cell
+reads (`records[...]["seconds"]`). An untimed cell must not rely on wall time (a timeout, a
+race against the clock): it may be paused. Keep timed cells short: a race of equal seconds times
+each method's step alone (`diffalg.experiments.seconds_per_step`, tagged) and then trains for
+the steps that fit, untagged (chapter 7).
 
 The executed notebooks are kept in the book's execution cache (`_build/.jupyter_cache`) with a
 stamp of the tree they ran on (every file git sees, and the installed packages). `tools/book.sh`
@@ -128,6 +131,141 @@ def untagged_clock_cells(path: Path) -> list[str]:
         if via or any(TIMED.search(ast.unparse(st)) for st in run):
             through = f" (through {', '.join(via)})" if via else ""
             found.append(f"cell {i} reads a clock{through} but is not tagged `{TAG}`")
+    return found
+
+
+def _module_of(level: int, name: str | None, here: str) -> str:
+    "The dotted module of `from <level dots><name> import ...` written in module `here`."
+    if not level:
+        return name or ""
+    parts = here.split(".")[:-level]
+    return ".".join(parts + ([name] if name else []))
+
+
+def package_clocks(package: Path = ROOT / "diffalg") -> dict[str, set[str]]:
+    """Module -> names of its functions that read a clock: directly, by a plain call of such a
+    function of the same module, or imported from a module where the name reads one (a method
+    call such as `model.train()` is not followed; an argument named `run` is not `run`)."""
+    mods = {}
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package.parent).with_suffix("")
+        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        here = name if rel.name != "__init__" else name + ".__init__"
+        mods[name] = (ast.parse(path.read_text()), here)
+    clocks = {m: set() for m in mods}
+    while True:
+        grew = False
+        for m, (tree, here) in mods.items():
+            defs = {n.name: n for n in tree.body
+                    if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+            found = {d for d, n in defs.items() if TIMED.search(ast.unparse(n)) or any(
+                isinstance(c, ast.Call) and isinstance(c.func, ast.Name)
+                and c.func.id in clocks[m] and c.func.id not in _params(n)
+                for c in ast.walk(n))}
+            for n in ast.walk(tree):
+                if isinstance(n, ast.ImportFrom):
+                    src = _module_of(n.level, n.module, here)
+                    found |= {a.asname or a.name for a in n.names if a.name in clocks.get(src, ())}
+            if found - clocks[m]:
+                clocks[m] |= found
+                grew = True
+        if not grew:
+            return clocks
+
+
+def _params(fn) -> set[str]:
+    a = fn.args
+    return {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if x}
+
+
+SECONDS = re.compile(r"second|_ms\b|ms_per")     # a key or name that holds a measured time
+
+
+def _bound(statement) -> set[str]:
+    "Names a top-level statement binds (assignment, for, with) that a later cell may read."
+    return {n.id for n in ast.walk(statement) if isinstance(n, ast.Name)
+            and isinstance(n.ctx, ast.Store)}
+
+
+def _times_read(tree) -> set[str]:
+    """Names whose measured time a cell reads: `x["seconds"]`, `x[...]["train_seconds"]`,
+    `x.seconds` (the names in the indexed or dotted expression)."""
+    out = set()
+    for n in ast.walk(tree):
+        key = n.slice.value if isinstance(n, ast.Subscript) and isinstance(
+            n.slice, ast.Constant) else n.attr if isinstance(n, ast.Attribute) else None
+        if isinstance(key, str) and SECONDS.search(key):
+            out |= {m.id for m in ast.walk(n.value) if isinstance(m, ast.Name)}
+    return out
+
+
+def _runs(statement) -> bool:
+    "False for a statement that never runs in a notebook: `if __name__ == '__main__' ...`."
+    return not (isinstance(statement, ast.If) and "__name__" in ast.unparse(statement.test))
+
+
+def package_clock_cells(path: Path, clocks: dict[str, set[str]]) -> list[str]:
+    """The untagged cells that call a clock-reading function of the package (imported by name,
+    through a module imported from it, or through a function the notebook defines) and name a
+    measured time (a key, name or attribute about seconds), or bind a name whose measured time
+    a later cell reads (`records[...]["seconds"]`): 'cell N: ...' lines."""
+    cells = json.loads(path.read_text())["cells"]
+    trees = {}
+    for i, c in enumerate(cells):
+        if c["cell_type"] == "code":
+            try:
+                trees[i] = ast.parse(_code(c))
+            except SyntaxError:
+                pass
+    names, modules = {}, {}               # name -> its function's module; alias -> module
+    for tree in trees.values():
+        for n in ast.walk(tree):
+            if isinstance(n, ast.ImportFrom) and n.module and not n.level:
+                for a in n.names:
+                    full = f"{n.module}.{a.name}"
+                    if full in clocks:
+                        modules[a.asname or a.name] = full
+                    elif a.name in clocks.get(n.module, ()):
+                        names[a.asname or a.name] = n.module
+
+    def via(node) -> set[str]:
+        out = set()
+        for c in (n for n in ast.walk(node) if isinstance(n, ast.Call)):
+            f = c.func
+            if isinstance(f, ast.Name) and f.id in names:
+                out.add(f.id)
+            elif isinstance(f, ast.Attribute) and f.attr in clocks.get(
+                    modules.get(ast.unparse(f.value), ast.unparse(f.value)), ()):
+                out.add(ast.unparse(f))
+        return out
+
+    defs = {n.name: n for t in trees.values() for n in ast.walk(t)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    while True:                          # the notebook's own functions that call such a one
+        more = {d for d, n in defs.items() if d not in names and via(n)}
+        if not more:
+            break
+        names.update(dict.fromkeys(more, "the notebook"))
+    words = {i: {n.value for n in ast.walk(t) if isinstance(n, ast.Constant)
+                 and isinstance(n.value, str)} | {n.attr for n in ast.walk(t)
+                                                   if isinstance(n, ast.Attribute)}
+             | {n.id for n in ast.walk(t) if isinstance(n, ast.Name)} for i, t in trees.items()}
+    timed = lambda i: any(SECONDS.search(w) for w in words[i])                  # noqa: E731
+    found = []
+    for i, tree in trees.items():
+        if TAG in cells[i].get("metadata", {}).get("tags", []):
+            continue
+        run = [st for st in tree.body if _runs(st) and not isinstance(
+            st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom))]
+        calls = set().union(*(via(st) for st in run)) if run else set()
+        if not calls:
+            continue
+        bound = set().union(*(_bound(st) for st in run))
+        later = [j for j in trees if j > i and bound & _times_read(trees[j])]
+        if timed(i) or later:
+            shown = f", shown in cell {later[0]}" if later and not timed(i) else ""
+            found.append(f"cell {i} measures a time in the package (through "
+                         f"{', '.join(sorted(calls))}{shown}) but is not tagged `{TAG}`")
     return found
 
 
@@ -264,7 +402,8 @@ def main():
             shutil.rmtree(cache_dir, ignore_errors=True)
         (cache_dir / STAMP).unlink(missing_ok=True)
         cache = get_cache(str(cache_dir))
-    untagged = {p: untagged_clock_cells(p) for p in todo}
+    clocks = package_clocks()
+    untagged = {p: untagged_clock_cells(p) + package_clock_cells(p, clocks) for p in todo}
     if any(untagged.values()):
         for p, found in untagged.items():
             for line in found:

@@ -108,3 +108,41 @@ def test_untagged_clock_cells_are_refused(tmp_path):
     assert "cell 5 reads a clock but is not tagged `timed`" in out.stdout
     assert "cell 1" not in out.stdout and "cell 4" not in out.stdout   # a def; no clock
     assert "nothing was run" in out.stdout
+
+
+def test_cells_showing_a_time_the_package_measures_must_be_tagged(tmp_path):
+    """A package function that reads a clock is found through the package's own calls and
+    imports (not through a method or an argument of the same name); a cell that calls it must be
+    tagged if it, or a later cell reading what it bound, shows a measured time."""
+    sys.path.insert(0, str(RUNNER.parent))
+    import run_notebooks as rn
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from .runner import run\n")
+    (pkg / "runner.py").write_text(
+        "import time\n"
+        "def train():\n    t = time.perf_counter()\n    return time.perf_counter() - t\n"
+        "def run():\n    return {'seconds': train(), 'metrics': 1}\n")
+    (pkg / "other.py").write_text(
+        "def launch(run):\n    return run()\n"              # an argument named run
+        "def fit(model):\n    return model.train()\n")     # a method named train
+    clocks = rn.package_clocks(pkg)
+    assert clocks["pkg.runner"] == {"train", "run"} and clocks["pkg"] == {"run"}
+    assert clocks["pkg.other"] == set()
+    tagged = nbformat.v4.new_code_cell("x = run()\nx['train_seconds']")
+    tagged.metadata["tags"] = ["timed"]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in (
+        "from pkg import run\nimport pkg.other as o",    # 0
+        "r = run()",                                      # 1: its seconds are read in cell 2
+        "print(r['seconds'])",                            # 2
+        "q = run()\nprint(q['metrics'])",                 # 3: no time shown
+        "def helper():\n    return run()",                # 4
+        "h = helper()['seconds']",                        # 5: through the notebook's function
+        "if __name__ == '__main__':\n    run()['seconds']",   # 6: never runs here
+        "o.fit(None)\nseconds = 1")] + [tagged]           # 7: not a clock; 8: tagged
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    found = rn.package_clock_cells(path, clocks)
+    assert [line.split()[1] for line in found] == ["1", "5"], found
+    assert "through run, shown in cell 2" in found[0] and "through helper" in found[1]
