@@ -227,6 +227,8 @@ def package_clock_cells(path: Path, clocks: dict[str, set[str]]) -> list[str]:
                         modules[a.asname or a.name] = full
                     elif a.name in clocks.get(n.module, ()):
                         names[a.asname or a.name] = n.module
+            elif isinstance(n, ast.Import):
+                modules.update({a.asname: a.name for a in n.names if a.asname})
 
     def via(node) -> set[str]:
         out = set()

@@ -140,9 +140,11 @@ def test_cells_showing_a_time_the_package_measures_must_be_tagged(tmp_path):
         "def helper():\n    return run()",                # 4
         "h = helper()['seconds']",                        # 5: through the notebook's function
         "if __name__ == '__main__':\n    run()['seconds']",   # 6: never runs here
-        "o.fit(None)\nseconds = 1")] + [tagged]           # 7: not a clock; 8: tagged
+        "o.fit(None)\nseconds = 1")] + [tagged] + [      # 7: not a clock; 8: tagged
+        nbformat.v4.new_code_cell("import pkg.runner as rr\nt = rr.run()['seconds']")]  # 9
     path = tmp_path / "nb.ipynb"
     nbformat.write(nb, path)
     found = rn.package_clock_cells(path, clocks)
-    assert [line.split()[1] for line in found] == ["1", "5"], found
+    assert [line.split()[1] for line in found] == ["1", "5", "9"], found
     assert "through run, shown in cell 2" in found[0] and "through helper" in found[1]
+    assert "through rr.run" in found[2]
