@@ -346,7 +346,7 @@ FIXED = "compiler's fixed cost"
 
 def fixed_cost(df):
     "The run's one-line function as a row (eager_s, compiled_s, fixed_s), or None if not timed."
-    rows = select(df, prefix=FIXED) if len(df) else df
+    rows = select(df, prefix=FIXED)
     rows = rows[_column(rows, "fixed_s").notna()] if len(rows) else rows
     return rows.iloc[0] if len(rows) else None
 

@@ -100,17 +100,33 @@ def _code(cell) -> str:
     return "\n".join("" if ln.lstrip().startswith(("%", "!")) else ln for ln in lines)
 
 
+def _code_trees(cells) -> dict:
+    "Cell index -> the parsed code of each code cell (cells that do not parse are left out)."
+    trees = {}
+    for i, c in enumerate(cells):
+        if c["cell_type"] == "code":
+            try:
+                trees[i] = ast.parse(_code(c))
+            except SyntaxError:
+                pass
+    return trees
+
+
+def _statements(tree) -> list:
+    "A cell's top-level statements that do something when it runs (no def, class or import)."
+    return [st for st in tree.body if not isinstance(
+        st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom))]
+
+
+def _tagged(cell) -> bool:
+    return TAG in cell.get("metadata", {}).get("tags", [])
+
+
 def untagged_clock_cells(path: Path) -> list[str]:
     """The cells that read a clock when they run, directly or through a function defined in the
     notebook, but are not tagged `timed` (one line each: 'cell N: ...')."""
-    cells = [(i, c) for i, c in enumerate(json.loads(path.read_text())["cells"])
-             if c["cell_type"] == "code"]
-    trees = {}
-    for i, c in cells:
-        try:
-            trees[i] = ast.parse(_code(c))
-        except SyntaxError:
-            continue
+    cells = json.loads(path.read_text())["cells"]
+    trees = _code_trees(cells)
     defs = {n.name: n for t in trees.values() for n in ast.walk(t)
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
     called = lambda node: {n.func.id for n in ast.walk(node)                    # noqa: E731
@@ -122,11 +138,10 @@ def untagged_clock_cells(path: Path) -> list[str]:
             break
         clocks |= more
     found = []
-    for i, c in cells:
-        if i not in trees or TAG in c.get("metadata", {}).get("tags", []):
+    for i, tree in trees.items():
+        if _tagged(cells[i]):
             continue
-        run = [st for st in trees[i].body if not isinstance(
-            st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom))]
+        run = _statements(tree)
         via = sorted(set().union(*(called(st) & clocks for st in run))) if run else []
         if via or any(TIMED.search(ast.unparse(st)) for st in run):
             through = f" (through {', '.join(via)})" if via else ""
@@ -210,14 +225,8 @@ def package_clock_cells(path: Path, clocks: dict[str, set[str]]) -> list[str]:
     measured time (a key, name or attribute about seconds), or bind a name whose measured time
     a later cell reads (`records[...]["seconds"]`): 'cell N: ...' lines."""
     cells = json.loads(path.read_text())["cells"]
-    trees = {}
-    for i, c in enumerate(cells):
-        if c["cell_type"] == "code":
-            try:
-                trees[i] = ast.parse(_code(c))
-            except SyntaxError:
-                pass
-    names, modules = {}, {}               # name -> its function's module; alias -> module
+    trees = _code_trees(cells)
+    names, modules = set(), {}            # clock-reading functions by name; alias -> module
     for tree in trees.values():
         for n in ast.walk(tree):
             if isinstance(n, ast.ImportFrom) and n.module and not n.level:
@@ -226,7 +235,7 @@ def package_clock_cells(path: Path, clocks: dict[str, set[str]]) -> list[str]:
                     if full in clocks:
                         modules[a.asname or a.name] = full
                     elif a.name in clocks.get(n.module, ()):
-                        names[a.asname or a.name] = n.module
+                        names.add(a.asname or a.name)
             elif isinstance(n, ast.Import):
                 modules.update({a.asname: a.name for a in n.names if a.asname})
 
@@ -247,7 +256,7 @@ def package_clock_cells(path: Path, clocks: dict[str, set[str]]) -> list[str]:
         more = {d for d, n in defs.items() if d not in names and via(n)}
         if not more:
             break
-        names.update(dict.fromkeys(more, "the notebook"))
+        names |= more
     words = {i: {n.value for n in ast.walk(t) if isinstance(n, ast.Constant)
                  and isinstance(n.value, str)} | {n.attr for n in ast.walk(t)
                                                    if isinstance(n, ast.Attribute)}
@@ -255,10 +264,9 @@ def package_clock_cells(path: Path, clocks: dict[str, set[str]]) -> list[str]:
     timed = lambda i: any(SECONDS.search(w) for w in words[i])                  # noqa: E731
     found = []
     for i, tree in trees.items():
-        if TAG in cells[i].get("metadata", {}).get("tags", []):
+        if _tagged(cells[i]):
             continue
-        run = [st for st in tree.body if _runs(st) and not isinstance(
-            st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom))]
+        run = [st for st in _statements(tree) if _runs(st)]
         calls = set().union(*(via(st) for st in run)) if run else set()
         if not calls:
             continue
